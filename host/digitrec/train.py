@@ -1,0 +1,518 @@
+"""The train stage: float training, then quantization-aware fine-tuning, then export.
+
+``digitrec train --model v4 --classes 10 --color gray --data DIR`` writes
+``exported_models/<N>cls_<COLOR>/<model>/`` (via :func:`digitrec.export.export_model`, the
+conversion half of this stage) and keeps resumable checkpoints under ``runs/`` (not in git).
+
+* Input pipeline: the data stage's cached uint8 arrays in memory; tf.data gathers batches from
+  a per-epoch permutation (seed + epoch) and augments whole batches with stateless random ops
+  seeded by (seed, global step): reproducible, and exactly resumable at an epoch boundary.
+* Augmentation (meter-like, no flips): small rotation, shift (vertical shift kept sub-pixel
+  for 100 classes, where position *is* the label), zoom, brightness, contrast, gamma, blur,
+  noise; RGB also gets a small per-channel gain.
+* Labels: label smoothing; for 100 classes most of the smoothing mass goes to the two
+  neighbouring tenths (circular), which matches how uncertain the labels really are.
+* Phases ``float`` and ``qat`` each checkpoint (model + optimizer) every epoch, keep the best
+  weights by validation accuracy, stop early, and log to CSV.
+* QAT failure is an error; there is no fallback to a float or dynamic-range model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+CODE_VERSION = 1  # bump when training code changes what a model would become
+RUNS_DIR = "runs"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str
+    classes: int = 10
+    color: str = "gray"
+    epochs: int = 60
+    qat_epochs: int = 8
+    batch: int = 128
+    lr: float = 2e-3
+    qat_lr: float = 1e-4
+    weight_decay: float = 1e-4
+    patience: int = 12
+    label_smoothing: float = 0.1
+    seed: int = 0
+    limit: int = 0  # 0 = all training images
+    split_mode: str = "cluster"
+    augment: dict = field(default_factory=dict)
+
+    def aug(self) -> dict:
+        defaults = {
+            "rotate_deg": 6.0,
+            "shift_x": 0.08,  # fraction of width
+            "shift_y": 0.06 if self.classes == 10 else 0.015,  # position encodes tenths
+            "zoom": 0.08,
+            "brightness": 0.15,
+            "contrast": 0.3,
+            "gamma": 0.25,
+            "blur_p": 0.25,
+            "noise": 0.03,
+            "channel_gain": 0.1 if self.color == "rgb" else 0.0,
+        }
+        return {**defaults, **self.augment}
+
+    def config_hash(self) -> str:
+        doc = {k: v for k, v in asdict(self).items()}
+        doc["augment"] = self.aug()
+        doc["code_version"] = CODE_VERSION
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Recommended epochs per family for the full data (float, qat); early stopping usually ends sooner.
+RECOMMENDED_EPOCHS: dict[str, tuple[int, int]] = {
+    "original_haverland": (50, 6),
+    "mnist_quantization": (60, 6),
+    "v3": (60, 6),
+    "v4": (60, 8),
+    "v6": (60, 8),
+    "v7": (60, 8),
+    "v9": (70, 8),
+    "v12": (40, 6),
+    "v15": (60, 8),
+    "v16": (70, 8),
+    "v17": (70, 8),
+    "dr": (80, 10),
+    "dr_teacher": (40, 0),
+}
+# (model, classes, color) the zoo trains with --all.
+RGB_MODELS = ("v4", "original_haverland", "dr")
+
+
+def zoo() -> list[tuple[str, int, str]]:
+    from digitrec.models import MODEL_NAMES, PC_ONLY
+
+    jobs = [(m, c, "gray") for c in (10, 100) for m in MODEL_NAMES if m not in PC_ONLY]
+    return jobs + [(m, c, "rgb") for c in (10, 100) for m in RGB_MODELS]
+
+
+# ----------------------------------------------------------------- data
+
+
+@dataclass
+class Splits:
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    info: dict
+
+
+def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster", limit: int = 0, seed: int = 0) -> Splits:
+    """Train/val/test arrays from the data stage, plus fingerprint and counts for the card."""
+    from digitrec import data
+
+    ds = data.load_dataset(root, progress=True)
+    split = ds.split(mode)
+    xs, ys = {}, {}
+    for name in ("train", "val", "test"):
+        x, y, _ = ds.arrays(split[name], color, classes)
+        if limit and name == "train" and len(x) > limit:
+            keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
+            x, y = x[keep], y[keep]
+        xs[name], ys[name] = x, y
+    info = {"fingerprint": ds.fingerprint, "split_mode": mode, **{k: int(len(v)) for k, v in ys.items()}}
+    if limit:
+        info["train_limit"] = int(limit)
+    return Splits(xs, ys, info)
+
+
+def soft_labels(y, classes: int, eps: float):
+    """Label smoothing; for 100 classes 80 % of ``eps`` goes to the two circular neighbours."""
+    import tensorflow as tf
+
+    onehot = tf.one_hot(y, classes)
+    if eps <= 0:
+        return onehot
+    if classes == 100:
+        near = 0.8 * eps
+        neighbours = 0.5 * (tf.roll(onehot, 1, axis=-1) + tf.roll(onehot, -1, axis=-1))
+        return onehot * (1 - eps) + neighbours * near + (eps - near) / classes
+    return onehot * (1 - eps) + eps / classes
+
+
+def _affine(batch: int, h: int, w: int, aug: dict, seeds):
+    """Per-image projective transforms (output -> input coords): rotate, zoom, shift."""
+    import tensorflow as tf
+
+    def u(i, lo, hi):
+        return tf.random.stateless_uniform([batch], seed=seeds[i], minval=lo, maxval=hi)
+
+    ang = u(0, -1.0, 1.0) * aug["rotate_deg"] * np.pi / 180
+    scale = 1.0 + u(1, -1.0, 1.0) * aug["zoom"]
+    tx = u(2, -1.0, 1.0) * aug["shift_x"] * w
+    ty = u(3, -1.0, 1.0) * aug["shift_y"] * h
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    c, s = tf.cos(ang) / scale, tf.sin(ang) / scale
+    a2 = cx - c * (cx + tx) - s * (cy + ty)
+    b2 = cy + s * (cx + tx) - c * (cy + ty)
+    zeros = tf.zeros([batch])
+    return tf.stack([c, s, a2, -s, c, b2, zeros, zeros], axis=1)
+
+
+def augment(images, seed, aug: dict):
+    """Batch augmentation of float images in [0, 1] (B x H x W x C), seeded (stateless)."""
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    b, h, w, ch = shape[0], images.shape[1], images.shape[2], images.shape[3]
+    seeds = tf.random.experimental.stateless_split(seed, num=12)
+    x = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=_affine(b, h, w, aug, seeds), output_shape=[h, w],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST",
+    )
+
+    def u(i, lo, hi, n=1):
+        return tf.random.stateless_uniform([b, 1, 1, n], seed=seeds[i], minval=lo, maxval=hi)
+
+    if aug["blur_p"] > 0:
+        k = tf.constant([1.0, 2.0, 1.0])
+        k = tf.tensordot(k, k, axes=0) / 16.0
+        kernel = tf.tile(k[:, :, None, None], [1, 1, ch, 1])
+        blurred = tf.nn.depthwise_conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], "SYMMETRIC"),
+                                         kernel, [1, 1, 1, 1], "VALID")
+        x = tf.where(u(4, 0.0, 1.0) < aug["blur_p"], blurred, x)
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    x = (x - mean) * u(5, 1 - aug["contrast"], 1 + aug["contrast"]) + mean
+    x = x + u(6, -aug["brightness"], aug["brightness"])
+    if aug["channel_gain"] > 0:
+        x = x * u(7, 1 - aug["channel_gain"], 1 + aug["channel_gain"], ch)
+    x = tf.clip_by_value(x, 0.0, 1.0)
+    x = tf.pow(x + 1e-6, tf.exp(u(8, -aug["gamma"], aug["gamma"])))
+    sigma = u(9, 0.0, aug["noise"])
+    x = x + sigma * tf.random.stateless_normal(tf.shape(x), seed=seeds[10])
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def train_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, start_epoch: int):
+    """Batches for epochs [start_epoch, cfg.epochs); returns (dataset, steps_per_epoch)."""
+    import tensorflow as tf
+
+    n = len(x)
+    batch = min(cfg.batch, n)
+    steps = max(1, n // batch)
+    perms = [np.random.default_rng([cfg.seed, e]).permutation(n)[: steps * batch] for e in range(start_epoch, cfg.epochs)]
+    idx = np.concatenate(perms).reshape(-1, batch).astype(np.int32)
+    step0 = start_epoch * steps
+    xs, ys = tf.constant(x), tf.constant(y)
+    aug = cfg.aug()
+
+    def make(i, step):
+        imgs = tf.cast(tf.gather(xs, i), tf.float32) / 255.0
+        imgs = augment(imgs, tf.stack([tf.cast(cfg.seed, tf.int64), step]), aug)
+        return imgs, soft_labels(tf.gather(ys, i), cfg.classes, cfg.label_smoothing)
+
+    steps_t = np.arange(step0, step0 + len(idx), dtype=np.int64)
+    ds = tf.data.Dataset.from_tensor_slices((idx, steps_t)).map(make, num_parallel_calls=2)
+    return ds.prefetch(2), steps
+
+
+def eval_dataset(x: np.ndarray, y: np.ndarray, classes: int, batch: int = 256):
+    import tensorflow as tf
+
+    from digitrec import preprocess
+
+    ds = tf.data.Dataset.from_tensor_slices((preprocess.to_float(x), tf.one_hot(y, classes)))
+    return ds.batch(batch).cache()
+
+
+# ----------------------------------------------------------------- one phase
+
+
+def _keras():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tf_keras as keras
+
+    return keras
+
+
+def _make_callback(model, phase_dir: Path, patience: int, state: dict, ckpt_manager):
+    keras = _keras()
+
+    class RunState(keras.callbacks.Callback):
+        """Per-epoch checkpoint (model + optimizer), best weights, early stopping, wall time."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            acc = float(logs.get("val_accuracy", logs.get("accuracy", 0.0)))
+            state["wall_s"] = state.get("wall_s", 0.0) + time.time() - self.t0
+            if acc > state.get("best", -1.0):
+                state.update(best=acc, best_epoch=epoch + 1, wait=0)
+                model.save_weights(str(phase_dir / "best.weights.h5"))
+            else:
+                state["wait"] = state.get("wait", 0) + 1
+            state["epoch"] = epoch + 1
+            ckpt_manager.save(checkpoint_number=epoch + 1)
+            _write_json(phase_dir / "state.json", state)
+            if state["wait"] >= patience:
+                print(f"early stop: no val_accuracy gain for {patience} epochs (best {state['best']:.4f})")
+                model.stop_training = True
+
+    return RunState()
+
+
+def _lr_schedule(base: float, epochs: int, warmup: int = 1):
+    def lr(epoch: int, _current: float = 0.0) -> float:
+        if epoch < warmup:
+            return base * (epoch + 1) / (warmup + 1)
+        t = (epoch - warmup) / max(1, epochs - warmup)
+        return float(base * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * min(1.0, t)))))
+
+    return lr
+
+
+def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: float, epochs: int) -> dict:
+    """Train ``model`` for ``epochs`` (resuming from ``phase_dir``); leaves the best weights loaded."""
+    import tensorflow as tf
+
+    keras = _keras()
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    state = _read_json(phase_dir / "state.json") or {}
+    opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
+    model.compile(optimizer=opt, loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+    ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
+    manager = tf.train.CheckpointManager(ckpt, str(phase_dir / "ckpt"), max_to_keep=1)
+    start = int(state.get("epoch", 0))
+    if start and manager.latest_checkpoint and not state.get("done"):
+        ckpt.restore(manager.latest_checkpoint)
+        print(f"resuming {phase_dir} at epoch {start}")
+    if not state.get("done") and start < epochs and state.get("wait", 0) < cfg.patience:
+        ds, steps = train_dataset(splits.x["train"], splits.y["train"], replace(cfg, epochs=epochs), start)
+        callbacks = [
+            keras.callbacks.LearningRateScheduler(_lr_schedule(lr, epochs)),
+            _make_callback(model, phase_dir, cfg.patience, state, manager),
+            keras.callbacks.CSVLogger(str(phase_dir / "log.csv"), append=True),
+        ]
+        model.fit(ds, epochs=epochs, initial_epoch=start, steps_per_epoch=steps, callbacks=callbacks,
+                  validation_data=eval_dataset(splits.x["val"], splits.y["val"], cfg.classes),
+                  verbose=1 if sys.stdout.isatty() else 2)
+    state["done"] = True
+    _write_json(phase_dir / "state.json", state)
+    if (phase_dir / "best.weights.h5").exists():
+        model.load_weights(str(phase_dir / "best.weights.h5"))
+    return state
+
+
+# ----------------------------------------------------------------- one model
+
+
+def run_dir(runs_root: Path, cfg: TrainConfig) -> Path:
+    return Path(runs_root) / f"{cfg.classes}cls_{cfg.color.upper()}" / cfg.model
+
+
+def quantize_for_training(model):
+    """tfmot QAT wrapping; any failure is an error naming the model (no fallback)."""
+    from digitrec.models import qat
+
+    try:
+        return qat.quantize(model)
+    except Exception as exc:
+        raise RuntimeError(f"QAT of {model.name!r} failed: {exc}") from exc
+
+
+def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Path = Path(RUNS_DIR)) -> dict:
+    """Float phase, QAT phase, export; returns the model card."""
+    from digitrec import export
+    from digitrec.models import create_model, get_family, qat, weight_count
+
+    t0 = time.time()
+    _keras().utils.set_random_seed(cfg.seed)
+    rdir = run_dir(runs_root, cfg)
+    rdir.mkdir(parents=True, exist_ok=True)
+    _write_json(rdir / "config.json", {**asdict(cfg), "augment": cfg.aug(), "config_hash": cfg.config_hash()})
+    model = create_model(cfg.model, cfg.classes, cfg.color)
+    float_state = run_phase(model, splits, cfg, rdir / "float", cfg.lr, cfg.epochs)
+    model.save(str(rdir / "float.keras"))
+    if get_family(cfg.model).pc_only or cfg.qat_epochs <= 0:
+        return {"name": cfg.model, "float_state": float_state}
+    qmodel = quantize_for_training(model)
+    qat_state = run_phase(qmodel, splits, replace(cfg, patience=max(cfg.patience, cfg.qat_epochs)), rdir / "qat",
+                          cfg.qat_lr, cfg.qat_epochs)
+    with qat.scope():
+        qmodel.save(str(rdir / "qat.keras"))
+    meta = {
+        "name": cfg.model,
+        "family": cfg.model,
+        "classes": cfg.classes,
+        "color": cfg.color.upper(),
+        "params": weight_count(model),
+        "data": splits.info,
+        "config_hash": cfg.config_hash(),
+        "training": {
+            "wall_s": round(float_state.get("wall_s", 0.0) + qat_state.get("wall_s", 0.0), 1),
+            "epochs": int(float_state.get("epoch", 0)),
+            "best_epoch": int(float_state.get("best_epoch", 0)),
+            "qat_epochs": int(qat_state.get("epoch", 0)),
+            "seed": cfg.seed,
+            "batch": cfg.batch,
+            "label_smoothing": cfg.label_smoothing,
+            "augment": cfg.aug(),
+            "val_accuracy_float": float_state.get("best"),
+            "val_accuracy_qat": qat_state.get("best"),
+        },
+    }
+    _write_json(rdir / "record.json", meta)
+    out_dir = export.model_dir(out_root, cfg.classes, cfg.color, cfg.model)
+    rep = export.representative_subset(splits.x["train"], 500, cfg.seed)
+    card = export.export_model(qmodel, model, out_dir, meta, rep, (splits.x["test"], splits.y["test"]))
+    write_logs(rdir, out_dir)
+    print(export.summary_line(card) + f"  [{time.time() - t0:.0f}s this run]")
+    return card
+
+
+def write_logs(rdir: Path, out_dir: Path) -> None:
+    """training_log.csv (both phases) and learning_curves.png in the model directory."""
+    rows = []
+    for phase in ("float", "qat"):
+        path = rdir / phase / "log.csv"
+        if path.exists():
+            with path.open() as f:
+                rows += [{"phase": phase, **r} for r in csv.DictReader(f)]
+    if not rows:
+        return
+    keys = ["phase"] + [k for k in rows[0] if k != "phase"]
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with (out_dir / "training_log.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    _plot(rows, out_dir / "learning_curves.png", out_dir.name)
+
+
+def _plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    x = np.arange(1, len(rows) + 1)
+    for key, ax in (("loss", ax1), ("accuracy", ax2)):
+        for prefix in ("", "val_"):
+            vals = [float(r.get(prefix + key) or "nan") for r in rows]
+            ax.plot(x, vals, label=prefix + key)
+        ax.set_xlabel("epoch (float, then QAT)")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    qat_start = next((i for i, r in enumerate(rows) if r["phase"] == "qat"), None)
+    if qat_start is not None:
+        for ax in (ax1, ax2):
+            ax.axvline(qat_start + 0.5, color="gray", ls="--")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def card_up_to_date(out_root: Path, cfg: TrainConfig, fingerprint: str) -> bool:
+    from digitrec import export
+
+    path = export.model_dir(out_root, cfg.classes, cfg.color, cfg.model) / export.CARD_NAME
+    card = _read_json(path)
+    return bool(card) and card.get("config_hash") == cfg.config_hash() and card.get("data", {}).get("fingerprint") == fingerprint
+
+
+# ----------------------------------------------------------------- CLI
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    tmp.replace(path)
+
+
+def config_from_args(args: argparse.Namespace, model: str, classes: int, color: str) -> TrainConfig:
+    rec_epochs, rec_qat = RECOMMENDED_EPOCHS.get(model, (60, 8))
+    return TrainConfig(
+        model=model, classes=classes, color=color,
+        epochs=args.epochs or rec_epochs, qat_epochs=rec_qat if args.qat_epochs is None else args.qat_epochs,
+        batch=args.batch, seed=args.seed, limit=args.limit or 0, patience=args.patience,
+        split_mode=args.split_mode,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    root = args.data or os.environ.get("DIGITREC_DATA")
+    if not root:
+        raise SystemExit("--data (or $DIGITREC_DATA) is required")
+    if args.all:
+        jobs = zoo()
+    elif args.model:
+        jobs = [(args.model, args.classes, args.color)]
+    else:
+        raise SystemExit("give --model NAME or --all")
+    failures = []
+    cache: dict[tuple[int, str], Splits] = {}
+    for model, classes, color in jobs:
+        cfg = config_from_args(args, model, classes, color)
+        key = (classes, color)
+        if key not in cache:
+            cache = {key: load_splits(root, color, classes, cfg.split_mode, cfg.limit, cfg.seed)}
+        if args.all and not args.force and card_up_to_date(Path(args.out), cfg, cache[key].info["fingerprint"]):
+            print(f"skip {model} {classes}cls {color}: card up to date")
+            continue
+        print(f"=== {model} {classes}cls {color.upper()} (epochs {cfg.epochs}, qat {cfg.qat_epochs})", flush=True)
+        try:
+            train_model(cfg, cache[key], Path(args.out), Path(args.runs))
+        except Exception as exc:  # --all keeps going; a single model run fails loudly
+            if not args.all:
+                raise
+            print(f"FAILED {model} {classes}cls {color}: {exc}", file=sys.stderr)
+            failures.append(f"{model}/{classes}/{color}")
+    if failures:
+        print(f"failed: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from digitrec.models import MODEL_NAMES
+
+    p = sub.add_parser(
+        "train",
+        help="float training + QAT + int8 export of one model (or the zoo)",
+        description="Train a model family (float), fine-tune it quantization-aware (tfmot), and export the int8 "
+        "model, C array and card to <out>/<N>cls_<COLOR>/<model>/. Checkpoints under --runs make it resumable.",
+    )
+    p.add_argument("--model", choices=MODEL_NAMES, help="model family")
+    p.add_argument("--classes", type=int, choices=(10, 100), default=10)
+    p.add_argument("--color", choices=("gray", "rgb"), default="gray")
+    p.add_argument("--data", help="dataset root (default $DIGITREC_DATA)")
+    p.add_argument("--epochs", type=int, help="float epochs (default: recommended per family)")
+    p.add_argument("--qat-epochs", type=int, help="QAT fine-tuning epochs (default: recommended per family)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--patience", type=int, default=12, help="early-stopping patience (epochs)")
+    p.add_argument("--limit", type=int, help="use at most N training images (quick runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-mode", choices=("cluster", "group"), default="cluster")
+    p.add_argument("--out", default="exported_models", help="export root (default exported_models)")
+    p.add_argument("--runs", default=RUNS_DIR, help="checkpoint root, outside git (default runs)")
+    p.add_argument("--all", action="store_true", help="train the whole zoo, skipping up-to-date cards")
+    p.add_argument("--force", action="store_true", help="with --all: retrain even if the card is up to date")
+    p.set_defaults(func=run)
