@@ -322,45 +322,14 @@ def card_value(m: Model, key: str, measured: Any, sources: dict[str, str]) -> An
     return measured
 
 
-def tflm_arena_bytes(data: bytes, limit: int = 8 << 20) -> int | None:
-    """Smallest tensor arena (16-byte steps) the TFLM interpreter accepts, by bisection."""
+def tflm_arena_bytes(data: bytes) -> int | None:
+    """The export stage's measurement (TFLM bisection in a child process: TFLM may crash, not raise)."""
     try:
-        from tflite_micro.python.tflite_micro import runtime
-    except ImportError:
+        from digitrec.export import measure_arena
+
+        return int(measure_arena(data))
+    except Exception:  # missing figure, not a failed benchmark: the row says "missing"
         return None
-
-    def fits(size: int) -> bool:
-        with _quiet_stderr():
-            try:
-                runtime.Interpreter.from_bytes(data, arena_size=size)
-                return True
-            except Exception:  # TFLM reports allocation failure as RuntimeError
-                return False
-
-    hi = 16 << 10
-    while not fits(hi):
-        if hi >= limit:
-            return None
-        hi *= 2
-    lo = 0  # lo never fits, hi always fits
-    while hi - lo > 16:
-        mid = (lo + hi) // 2 // 16 * 16
-        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    return hi
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence the C++ allocator's messages on fd 2 during arena probing."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 # ----------------------------------------------------------------------------- inference
@@ -530,10 +499,15 @@ def fill_static(row: dict[str, Any], m: Model, data: DataSource, opt: Options) -
     src["size_bytes"] = "file"
     src["ops"] = "card" if card.get("ops") else "measured"
     arena = card.get("arena_bytes")
-    src["arena_bytes"] = "card" if arena is not None else "measured (tflite-micro bisection)"
-    row["arena_bytes"] = arena if arena is not None else tflm_arena_bytes(m.data)
+    if arena is None:
+        arena = tflm_arena_bytes(m.data)
+        src["arena_bytes"] = "missing" if arena is None else "measured (tflite-micro bisection)"
+    else:
+        src["arena_bytes"] = "card"
+    row["arena_bytes"] = arena
     row["sources"] = src
     card_data = card.get("data") or {}
+    row["_card_test_images"] = card_data.get("test")  # internal: not a ROW_KEY, not written
     if card_data.get("fingerprint"):
         row["data_match"] = (
             card_data["fingerprint"] == data.fingerprint
@@ -585,9 +559,19 @@ def evaluate(row: dict[str, Any], m: Model, data: DataSource, opt: Options) -> N
             row["warnings"].append("cached arrays differ from preprocess.preprocess() on the decoded files")
     pred = out.argmax(axis=1).astype(np.int64)
     row.update(accuracy_metrics(pred, y, m.classes))
+    check_card_accuracy(row)
     if opt.plots:
         conf = probabilities(out, m.out_q, bool(m.ops) and m.ops[-1] == "SOFTMAX").max(axis=1)
         write_model_plots(row, m, pred, y, conf, data, opt.report_dir)
+
+
+def check_card_accuracy(row: dict[str, Any]) -> None:
+    """Same data, same split, same kernels: the card's int8 test accuracy must be reproduced."""
+    card_acc = row.get("card_accuracy")
+    same_images = row.get("_card_test_images") == row["images"]  # training may use --limit
+    if row.get("data_match") and row["split"] == "test" and card_acc is not None and same_images:
+        if abs(card_acc - row["accuracy"]) > 0.5 / max(1, row["images"]):
+            row["warnings"].append(f"card int8_test {card_acc:.4f} != measured {row['accuracy']:.4f}")
 
 
 # ----------------------------------------------------------------------------- plots
@@ -685,7 +669,9 @@ def plot_mistakes(items: list[tuple[Path, int, int, float]], classes: int, title
             crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))))
             canvas.paste(crop, (x0 + (cw - crop.width) // 2, y0 + top))
         except (OSError, ValueError):
-            draw.text((x0 + cw // 2, y0 + top + img_h // 2), "unreadable", fill="black", font=small, anchor="mm")
+            draw.text(
+                (x0 + cw // 2, y0 + top + img_h // 2), "unreadable", fill="black", font=small, anchor="mm"
+            )
         draw.text((x0 + cw // 2, y0 + top + img_h + 4), p.name[:22], fill="dimgray", font=small, anchor="ma")
     canvas.save(path)
 
@@ -699,6 +685,18 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
             front.append(i)
             best = points[i][1]
     return front
+
+
+def _kb_ticks(ax: Any, sizes: list[float]) -> None:
+    """Plain-number ticks (budgets and powers of two) on the log size axis."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, StrMethodFormatter
+
+    lo, hi = min([s for s in sizes if s > 0] + [32.0]) / 1.3, max(sizes + [256.0]) * 1.3
+    ax.set_xlim(lo, hi)
+    ticks = [t for t in (2, 4, 8, 16, 32, 64, 100, 128, 256, 512, 1024, 2048) if lo <= t <= hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_accuracy_vs_size(rows: list[dict[str, Any]], path: Path) -> None:
@@ -729,6 +727,7 @@ def plot_accuracy_vs_size(rows: list[dict[str, Any]], path: Path) -> None:
         for kb in BUDGETS_KB:
             ax.axvline(kb, color="0.85", lw=0.8, ls="--", zorder=0)
         ax.set_xscale("log")
+        _kb_ticks(ax, [r["size_bytes"] / 1024 for r in ok] + [p["size_kb"] or 0 for p in PUBLISHED])
         ax.set_xlabel(".tflite size (KB, log scale; dashed: budgets)")
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{classes} classes")
@@ -783,10 +782,15 @@ def table_cells(r: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
-def published_cells(p: dict[str, Any]) -> list[str]:
+def published_cells(p: dict[str, Any], short: bool = False) -> list[str]:
     size = "-" if p["size_kb"] is None else f"{p['size_kb']:.1f}"
-    return [f"{p['model']} *{PUBLISHED_NOTE}*", str(p["classes"]), p["color"], "-", _pct(p["accuracy"]),
+    return [f"{p['model']} *" if short else f"{p['model']} *{PUBLISHED_NOTE}*", str(p["classes"]), p["color"], "-", _pct(p["accuracy"]),
             "-", "-", size, "-", "-", "-", "-"]  # fmt: skip
+
+
+def row_order(r: dict[str, Any]) -> tuple:
+    """Class count, colour, size; rows with errors last."""
+    return (r.get("classes") or 999, r.get("color") or "~", r.get("size_bytes") or 0, r["model"])
 
 
 def md_table(head: list[str], rows: list[list[str]]) -> str:
@@ -799,10 +803,7 @@ def results_markdown(rows: list[dict[str, Any]], published: bool = True) -> str:
     """The main table: models sorted by classes, colour, size; published rows after each class group."""
     body: list[list[str]] = []
     for classes in (10, 100):
-        group = sorted(
-            (r for r in rows if r.get("classes") == classes),
-            key=lambda r: (r["color"] or "", r.get("size_bytes") or 0),
-        )
+        group = sorted((r for r in rows if r.get("classes") == classes), key=row_order)
         body += [table_cells(r) for r in group]
         body += [published_cells(p) for p in PUBLISHED if published and p["classes"] == classes]
     body += [table_cells(r) for r in rows if r.get("classes") not in (10, 100)]
@@ -971,12 +972,17 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         for cells in [TABLE_HEAD] + [table_cells(r) for r in rows]:
             print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
         return
-    t = Table(title="PC benchmark (PC speeds, batch 1)")
+    t = Table(title="PC benchmark (PC speeds: this PC, batch 1)", caption=f"*: {PUBLISHED_NOTE}")
     for i, h in enumerate(TABLE_HEAD):
-        t.add_column(h, justify="left" if i in (0, 2) else "right")
+        t.add_column(h, justify="left" if i in (0, 2) else "right", no_wrap=i == 0)
     for r in rows:
         t.add_row(*table_cells(r), style="red" if r.get("error") else None)
-    Console().print(t)
+    for p in PUBLISHED:
+        t.add_row(*published_cells(p, short=True), style="dim")
+    console = Console()
+    if not console.is_terminal:  # piped or logged: do not squeeze to 80 columns
+        console = Console(width=max(console.width, 150))
+    console.print(t)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -1030,7 +1036,7 @@ def run(args: argparse.Namespace) -> int:
                   plots=not args.no_plots, report_dir=args.report)  # fmt: skip
     opt.report_dir.mkdir(parents=True, exist_ok=True)
     data = DataSource(args.data, args.split, args.split_mode, args.cache)
-    rows = bench_all(models, data, opt)
+    rows = sorted(bench_all(models, data, opt), key=row_order)
     argv = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else []
     summary = summarize(rows, data, opt, time.perf_counter() - t0, argv)
     write_outputs(rows, summary, opt, args.json, args.csv)

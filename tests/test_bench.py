@@ -1,0 +1,263 @@
+"""digitrec bench: metrics, batched vs per-image agreement, JSON/CSV/report, bad inputs.
+
+Tiny full-integer models are built here with tf_keras (no shipped model is needed); the
+data is a small synthetic haverland-layout folder (conftest.make_dataset) and, when the
+real dataset is present, a symlinked slice of it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitrec import bench, cli
+
+SCHEMA = {  # key -> allowed types in every benchmarked (error-free) row
+    "model": str, "classes": int, "color": str, "images": int, "accuracy": float,
+    "size_bytes": int, "params": int, "arena_bytes": int, "macs": int, "pc_inf_per_s": float,
+    "pc_e2e_per_s": float, "sha256": str, "interpreter": str, "batch_agrees": bool,
+}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- tiny models
+
+
+def _convert(model, shape: tuple[int, int, int]) -> bytes:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+
+    def rep():
+        for _ in range(8):
+            yield [rng.random((1, *shape), dtype=np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def _tiny(classes: int, channels: int, height: int = 32) -> bytes:
+    """conv(4) -> pool -> dense: a few hundred weights, converted full-integer."""
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import tensorflow as tf
+    import tf_keras as keras
+
+    tf.random.set_seed(classes + channels + height)
+    L = keras.layers
+    model = keras.Sequential([
+        L.Input((height, 20, channels)), L.Conv2D(4, 3, strides=2, padding="same", activation="relu"),
+        L.MaxPool2D(4), L.Flatten(), L.Dense(classes, activation="softmax"),
+    ])  # fmt: skip
+    return _convert(model, (height, 20, channels))
+
+
+@pytest.fixture(scope="session")
+def tflites() -> dict[str, bytes]:
+    pytest.importorskip("tf_keras")
+    return {
+        "g10": _tiny(10, 1),
+        "r100": _tiny(100, 3),
+        "g7": _tiny(7, 1),  # a class count no label set has
+        "tall": _tiny(10, 1, height=40),  # input shape that does not fit 32x20
+    }
+
+
+def card_for(data: bytes, classes: int, color: str, **over) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=data)
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    card = {
+        "name": "tiny", "family": "test", "classes": classes, "color": color,
+        "input": {"shape": [int(v) for v in i["shape"][1:]], "dtype": "int8",
+                  "scale": float(i["quantization"][0]), "zero_point": int(i["quantization"][1])},
+        "output": {"shape": [classes], "dtype": "int8",
+                   "scale": float(o["quantization"][0]), "zero_point": int(o["quantization"][1])},
+        "params": 123, "tflite_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+        "macs": 4567, "arena_bytes": 8192, "ops": sorted({d["op_name"] for d in it._get_ops_details()}),
+    }  # fmt: skip
+    card.update(over)
+    return card
+
+
+def put(root: Path, mid: str, data: bytes, card: dict | None) -> Path:
+    d = root / mid
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "model.tflite").write_bytes(data)
+    if card is not None:
+        (d / "card.json").write_text(json.dumps(card))
+    return d / "model.tflite"
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_exact_and_within_tenth_wraps_around():
+    y = np.array([0, 99, 50, 50, 45, 94, 10])
+    pred = np.array([99, 0, 52, 51, 47, 96, 10])
+    m = bench.accuracy_metrics(pred, y, 100)
+    assert m["accuracy"] == pytest.approx(1 / 7)  # only 10 == 10
+    # within 0.1: 0<->99 and 99<->0 (wrap), 50->51, 10->10; not 50->52, 45->47, 94->96
+    assert m["accuracy_tol"] == pytest.approx(4 / 7)
+    # digits (nearest, half up, mod 10): 0/99->0/0, 50/52->5/5, 50/51, 45/47->5/5, 94/96->9/0, 10/10
+    assert m["accuracy_digit"] == pytest.approx(6 / 7)
+    assert m["per_class_accuracy"][10] == 1.0 and m["per_class_accuracy"][50] == 0.0
+    assert m["per_class_accuracy"][1] is None  # no image of 0.1
+
+
+def test_ten_classes_have_no_tolerance_figure():
+    m = bench.accuracy_metrics(np.array([1, 2, 3, 9]), np.array([1, 2, 4, 0]), 10)
+    assert m["accuracy"] == 0.5 and m["accuracy_digit"] == 0.5
+    assert m["accuracy_tol"] is None  # 9 vs 0 is wrong, not "near"
+    assert len(m["per_class_accuracy"]) == 10
+
+
+def test_confusion_and_worst_mistakes_order():
+    y = np.array([10, 10, 20, 30, 40])
+    pred = np.array([10, 11, 50, 31, 90])
+    conf = np.array([0.9, 0.99, 0.4, 0.95, 0.6])
+    cm = bench.confusion(pred, y, 100)
+    assert cm.sum() == 5 and cm[10, 10] == 1 and cm[20, 50] == 1
+    # far mistakes first (most confident first), near ones (within 0.1) after
+    assert list(bench.worst_mistakes(pred, y, conf, 100, 10)) == [4, 2, 1, 3]
+
+
+def test_pareto_front_and_budgets():
+    assert bench.pareto_front([(10, 0.5), (20, 0.4), (30, 0.9), (40, 0.9), (5, 0.1)]) == [4, 0, 2]
+    rows = [
+        {"model": "a", "classes": 10, "size_bytes": 30_000, "accuracy": 0.9, "accuracy_tol": None},
+        {"model": "b", "classes": 10, "size_bytes": 60_000, "accuracy": 0.95, "accuracy_tol": None},
+        {"model": "c", "classes": 10, "size_bytes": 300_000, "accuracy": 0.99, "accuracy_tol": None},
+    ]
+    best = {b["budget_kb"]: b["row"] for b in bench.best_per_budget(rows) if b["classes"] == 10}
+    assert best[32]["model"] == "a" and best[64]["model"] == "b" and best[256]["model"] == "b"
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+@pytest.mark.parametrize("name", ["g10", "r100"])
+def test_batched_and_per_image_outputs_agree_exactly(tflites, name):
+    data = tflites[name]
+    channels = 1 if name == "g10" else 3
+    x = np.random.default_rng(1).integers(-128, 128, size=(203, 32, 20, channels), dtype=np.int8)
+    batched = bench.predict_batched(data, x, batch=64)  # 203 = 3 full batches + a padded tail
+    it = bench.make_interpreter(data)
+    it.allocate_tensors()
+    loop = bench.predict_loop(it, x)
+    assert batched.dtype == np.int8 and batched.shape == loop.outputs.shape
+    assert np.array_equal(batched, loop.outputs)
+    assert loop.invoke_s > 0 and loop.loop_s >= loop.invoke_s
+
+
+# ----------------------------------------------------------------------------- whole command
+
+
+@pytest.fixture()
+def zoo(tmp_path, tflites) -> Path:
+    """Two good models, one without a card, and one of each bad input."""
+    root = tmp_path / "zoo"
+    g10, r100 = tflites["g10"], tflites["r100"]
+    put(root, "10cls_GRAY/good", g10, card_for(g10, 10, "GRAY"))
+    put(root, "100cls_RGB/good", r100, card_for(r100, 100, "RGB", arena_bytes=None))
+    put(root, "10cls_GRAY/nocard", g10, None)
+    put(root, "10cls_GRAY/corrupt", g10[: len(g10) // 3], card_for(g10, 10, "GRAY"))
+    put(root, "10cls_GRAY/sevenclasses", tflites["g7"], card_for(tflites["g7"], 7, "GRAY"))
+    put(root, "10cls_GRAY/tall", tflites["tall"], card_for(tflites["tall"], 10, "GRAY"))
+    put(root, "10cls_GRAY/badhash", g10, card_for(g10, 10, "GRAY", sha256="0" * 64))
+    put(root, "10cls_GRAY/badbytes", g10, card_for(g10, 10, "GRAY", tflite_bytes=len(g10) + 1))
+    put(root, "10cls_GRAY/badclasses", g10, card_for(g10, 100, "GRAY"))
+    put(root, "100cls_GRAY/misfiled", g10, card_for(g10, 10, "GRAY"))
+    return root
+
+
+BAD = {  # model id -> words its error must contain
+    "10cls_GRAY/corrupt": "not a valid TFLite model",
+    "10cls_GRAY/sevenclasses": "does not fit the labels",
+    "10cls_GRAY/tall": "does not fit the data",
+    "10cls_GRAY/badhash": "sha256",
+    "10cls_GRAY/badbytes": "tflite_bytes",
+    "10cls_GRAY/badclasses": "classes",
+    "100cls_GRAY/misfiled": "lives in 100cls_GRAY",
+}
+
+
+def run_bench(zoo: Path, data: Path, out: Path, *extra: str) -> int:
+    argv = ["bench", "--data", str(data), "--models-dir", str(zoo), "--report", str(out / "rep"),
+            "--json", str(out / "rows.json"), "--csv", str(out / "rows.csv"), "--cache", str(out / "cache"),
+            "--loop-sample", "20", *extra]  # fmt: skip
+    return cli.main(argv)
+
+
+def test_bench_writes_rows_and_names_every_bad_file(zoo, make_dataset, tmp_path):
+    data = make_dataset(meters=2, per_meter=15)
+    assert run_bench(zoo, data, tmp_path, "--split", "all") == 1  # errors -> exit 1
+    rows = {r["model"]: r for r in json.loads((tmp_path / "rows.json").read_text())}
+    assert set(rows) == {"10cls_GRAY/good", "100cls_RGB/good", "10cls_GRAY/nocard", *BAD}
+    for mid, words in BAD.items():
+        err = rows[mid]["error"]
+        assert err and words in err, (mid, err)
+        assert str(zoo / mid) in err  # names the file (the .tflite or its card.json)
+    for mid in ("10cls_GRAY/good", "100cls_RGB/good", "10cls_GRAY/nocard"):
+        r = rows[mid]
+        assert r["error"] is None, r["error"]
+        for key, typ in SCHEMA.items():
+            assert isinstance(r[key], typ), (mid, key, r[key])
+        assert r["images"] == 30 and 0 <= r["accuracy"] <= 1 and r["batch_agrees"] is True
+        assert r["cache_agrees"] is True  # cached arrays == preprocess() of the decoded files
+        assert r["pc_inf_per_s"] > 0 and "no delegates" in r["interpreter"]
+        assert r["size_bytes"] == (zoo / mid / "model.tflite").stat().st_size
+    assert rows["10cls_GRAY/good"]["accuracy_tol"] is None
+    assert 0 <= rows["100cls_RGB/good"]["accuracy_tol"] <= 1
+    assert rows["10cls_GRAY/good"]["params"] == 123  # from the card
+    assert rows["10cls_GRAY/nocard"]["sources"]["macs"] == "measured"
+    assert rows["10cls_GRAY/nocard"]["macs"] > 0 and rows["10cls_GRAY/nocard"]["params"] > 0
+
+    with (tmp_path / "rows.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and {"model", "accuracy", "accuracy_tol", "pc_inf_per_s"} <= set(table[0])
+    rep = tmp_path / "rep"
+    report = (rep / "report.md").read_text()
+    for mid in BAD:
+        assert f"`{mid}`" in report.split("## Errors", 1)[1]
+    assert bench.PUBLISHED_NOTE in report and "accuracy_vs_size.png" in report
+    assert (rep / "accuracy_vs_size.png").stat().st_size > 0
+    assert (rep / rows["10cls_GRAY/good"]["confusion_png"]).is_file()
+    assert json.loads((rep / "bench.json").read_text())  # always written beside the report
+
+
+def test_model_globs_and_test_split(zoo, make_dataset, tmp_path):
+    data = make_dataset(meters=4, per_meter=25)
+    code = run_bench(zoo, data, tmp_path, "--models", "*good", "--exclude", "100cls_*", "--no-plots")
+    assert code == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [r["model"] for r in rows] == ["10cls_GRAY/good"]
+    from digitrec.data import load_dataset
+
+    ds = load_dataset(data, cache_dir=tmp_path / "cache", progress=False)
+    assert rows[0]["images"] == len(ds.split("cluster")["test"]) > 0
+    assert rows[0]["split"] == "test" and rows[0]["data_fingerprint"] == ds.fingerprint
+
+
+def test_real_data_slice(real_data, tflites, tmp_path):
+    """A symlinked slice of the real dataset: JPEG decode path and cache agree with preprocess()."""
+    files = sorted((real_data / "images").rglob("*.jpg"))[::500][:40]
+    for f in files:
+        link = tmp_path / "slice" / "images" / f.parent.name / f.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(f)
+    zoo = tmp_path / "zoo"
+    put(zoo, "10cls_GRAY/good", tflites["g10"], card_for(tflites["g10"], 10, "GRAY"))
+    put(zoo, "100cls_RGB/good", tflites["r100"], card_for(tflites["r100"], 100, "RGB"))
+    assert run_bench(zoo, tmp_path / "slice", tmp_path, "--split", "all", "--no-plots") == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert all(r["images"] == len(files) and r["cache_agrees"] and r["batch_agrees"] for r in rows)
