@@ -1,0 +1,174 @@
+"""Tiny train -> QAT -> export runs (synthetic data, and a real slice if $DIGITREC_DATA is set)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np
+import pytest
+
+from digitrec import export, preprocess, train
+
+
+def synthetic(n: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable toy digits: a bright bar whose height encodes the class."""
+    r = np.random.default_rng(seed)
+    y = r.integers(0, classes, n)
+    x = (r.random((n, 32, 20, 1)) * 60).astype(np.uint8)
+    for i, c in enumerate(y):
+        row = int(c * 30 / classes)
+        x[i, row : row + 2, 4:16, :] = 230
+    return x, y.astype(np.int64)
+
+
+def synthetic_splits(classes: int = 10) -> train.Splits:
+    xs, ys = {}, {}
+    for seed, (name, n) in enumerate((("train", 384), ("val", 96), ("test", 96))):
+        xs[name], ys[name] = synthetic(n, classes, seed)
+    return train.Splits(xs, ys, {"fingerprint": "synthetic", "split_mode": "synthetic", "train": 384, "val": 96, "test": 96})
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    splits = synthetic_splits()
+    cfg = train.TrainConfig(model="v4", classes=10, epochs=2, qat_epochs=1, batch=64)
+    card = train.train_model(cfg, splits, root / "out", root / "runs")
+    return root / "out" / "10cls_GRAY" / "v4", card, splits
+
+
+def test_model_dir_contents(exported):
+    out, card, _ = exported
+    for f in ("model.tflite", "model_data.h", "model_data.cc", "card.json", "training_log.csv", "learning_curves.png"):
+        assert (out / f).exists(), f
+    data = (out / "model.tflite").read_bytes()
+    on_disk = json.loads((out / "card.json").read_text())
+    assert on_disk == card
+    assert card["tflite_bytes"] == len(data)
+    assert card["input"] == {"shape": [32, 20, 1], "dtype": "int8", "scale": pytest.approx(1 / 255, rel=1e-3),
+                             "zero_point": -128}
+    assert card["output"]["shape"] == [10] and card["output"]["dtype"] == "int8"
+    assert card["macs"] > 1_000_000 and card["params"] > 40_000
+    assert card["data"]["fingerprint"] == "synthetic"
+    assert card["training"]["epochs"] == 2 and card["training"]["qat_epochs"] == 1
+    for key in ("float_test", "int8_test"):
+        assert 0.0 <= card["accuracy"][key] <= 1.0
+    export.check_ops(card["ops"])
+
+
+def test_c_array(exported):
+    out, card, _ = exported
+    h = (out / "model_data.h").read_text()
+    cc = (out / "model_data.cc").read_text()
+    assert f'#define DR_MODEL_SHA256 "{card["sha256"]}"' in h
+    assert f"#define DR_MODEL_ARENA_BYTES {card['arena_bytes']}" in h
+    assert '#define DR_MODEL_COLOR "GRAY"' in h and "#define DR_MODEL_CLASSES 10" in h
+    assert "extern const unsigned char dr_model_data[];" in h
+    assert "alignas(16) const unsigned char dr_model_data[] = {" in cc
+    body = cc[cc.index("{") + 1 : cc.index("};")]
+    blob = bytes(int(tok, 16) for tok in body.replace(",", " ").split())
+    assert blob == (out / "model.tflite").read_bytes()
+    assert f"dr_model_data_len = {len(blob)};" in cc
+
+
+def test_tflm_and_tflite_agree_within_one_lsb(exported):
+    out, card, splits = exported
+    data = (out / "model.tflite").read_bytes()
+    q = preprocess.Quant(card["input"]["scale"], card["input"]["zero_point"])
+    x = preprocess.to_int8(splits.x["test"][:24], q)
+    micro = export.tflm_predict(data, x, card["arena_bytes"]).astype(np.int32)
+    ref = export.litert_predict(data, x).astype(np.int32)
+    assert np.abs(micro - ref).max() <= 1
+
+
+def test_arena_is_tight(exported):
+    out, card, _ = exported
+    data = (out / "model.tflite").read_bytes()
+    assert export.arena_ok(data, card["arena_bytes"])
+    assert not export.arena_ok(data, int(card["arena_bytes"] * 0.9))
+
+
+def test_card_up_to_date(exported):
+    out, card, _ = exported
+    cfg = train.TrainConfig(model="v4", classes=10, epochs=2, qat_epochs=1, batch=64)
+    assert train.card_up_to_date(out.parent.parent, cfg, "synthetic")
+    assert not train.card_up_to_date(out.parent.parent, cfg, "other-data")
+
+
+def test_augmentation_is_seeded_and_in_range():
+    import tensorflow as tf
+
+    cfg = train.TrainConfig(model="v4", classes=100, epochs=1)
+    x = tf.constant(np.random.default_rng(0).random((8, 32, 20, 1)), tf.float32)
+    a = train.augment(x, tf.constant([1, 2], tf.int64), cfg.aug()).numpy()
+    b = train.augment(x, tf.constant([1, 2], tf.int64), cfg.aug()).numpy()
+    c = train.augment(x, tf.constant([1, 3], tf.int64), cfg.aug()).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.min() >= 0.0 and a.max() <= 1.0
+
+
+def test_neighbour_label_smoothing():
+    t = train.soft_labels(np.array([0, 55]), 100, 0.1).numpy()
+    np.testing.assert_allclose(t.sum(axis=1), 1.0, rtol=1e-5)
+    assert t[0, 0] > 0.9 and t[0, 99] == pytest.approx(t[0, 1]) and t[0, 1] > t[0, 50]
+
+
+def test_qat_failure_raises():
+    import tf_keras as keras
+
+    inp = keras.Input((32, 20, 1))
+    x = keras.layers.Conv2D(4, 3)(inp)
+    x = keras.layers.LayerNormalization()(x)  # tfmot has no 8-bit config for it
+    model = keras.Model(inp, keras.layers.Softmax()(keras.layers.Dense(10)(keras.layers.Flatten()(x))))
+    with pytest.raises(RuntimeError, match="QAT of"):
+        train.quantize_for_training(model)
+
+
+def test_disallowed_op_is_refused_by_name(tmp_path):
+    import tf_keras as keras
+
+    from digitrec.models import qat
+
+    inp = keras.Input((32, 20, 1))
+    x = keras.layers.Conv2D(4, 3, activation="tanh")(inp)  # TANH: int8-able but not in the firmware
+    model = keras.Model(inp, keras.layers.Softmax()(keras.layers.Dense(10)(keras.layers.Flatten()(x))))
+    rep = np.zeros((2, 32, 20, 1), np.uint8)
+    meta = {"name": "tanh_net", "classes": 10, "color": "gray"}
+    with pytest.raises(export.ExportError, match="TANH"):
+        export.export_model(qat.quantize(model), model, tmp_path / "m", meta, rep)
+    assert not (tmp_path / "m" / "model.tflite").exists()
+
+
+def test_conversion_failure_raises():
+    import tensorflow as tf
+    import tf_keras as keras
+
+    class Lgamma(keras.layers.Layer):  # no int8 TFLite builtin
+        def call(self, t):
+            return tf.math.lgamma(t + 1.0)
+
+    inp = keras.Input((32, 20, 1))
+    x = keras.layers.Flatten()(Lgamma()(inp))
+    model = keras.Model(inp, keras.layers.Softmax()(keras.layers.Dense(10)(x)))
+    with pytest.raises(export.ExportError):
+        export.convert_int8(model, np.zeros((2, 32, 20, 1), np.uint8))
+
+
+@pytest.mark.skipif(not os.environ.get("DIGITREC_DATA"), reason="DIGITREC_DATA not set")
+def test_real_data_slice(tmp_path):
+    splits = train.load_splits(os.environ["DIGITREC_DATA"], "gray", 10, limit=512)
+    for name in ("val", "test"):
+        splits.x[name], splits.y[name] = splits.x[name][:128], splits.y[name][:128]
+    cfg = train.TrainConfig(model="v4", classes=10, epochs=1, qat_epochs=1, batch=64, limit=512)
+    card = train.train_model(cfg, splits, tmp_path / "out", tmp_path / "runs")
+    assert card["data"]["fingerprint"] == splits.info["fingerprint"] and card["data"]["train"] > 0
+    data = Path(tmp_path / "out" / "10cls_GRAY" / "v4" / "model.tflite").read_bytes()
+    q = preprocess.Quant(card["input"]["scale"], card["input"]["zero_point"])
+    x = preprocess.to_int8(splits.x["test"][:16], q)
+    diff = export.tflm_predict(data, x, card["arena_bytes"]).astype(int) - export.litert_predict(data, x).astype(int)
+    assert np.abs(diff).max() <= 1

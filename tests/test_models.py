@@ -1,0 +1,84 @@
+"""Model zoo: every family builds for 10/100 classes x GRAY/RGB, is QAT-able, and converts to
+a fully int8 .tflite that uses only the firmware's ops."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np
+import pytest
+
+from digitrec import export
+from digitrec.models import MODEL_NAMES, PC_ONLY, create_model, get_family, qat, weight_count
+
+FIRMWARE_MODELS = [m for m in MODEL_NAMES if m not in PC_ONLY]
+
+
+def test_every_module_registers_its_name():
+    for name in MODEL_NAMES:
+        assert get_family(name).name == name
+
+
+def test_unknown_model_and_bad_args():
+    with pytest.raises(KeyError, match="unknown model"):
+        create_model("nope", 10, "gray")
+    with pytest.raises(ValueError):
+        create_model("v4", 12, "gray")
+    with pytest.raises(ValueError):
+        create_model("v4", 10, "bgr")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_builds_all_configs(name):
+    for classes in (10, 100):
+        for color, ch in (("gray", 1), ("rgb", 3)):
+            m = create_model(name, classes, color)
+            assert tuple(m.input_shape) == (None, 32, 20, ch)
+            assert tuple(m.output_shape) == (None, classes)
+            n = weight_count(m)
+            assert n == m.count_params() and n > 1000
+            assert not any(type(layer).__name__ == "Lambda" for layer in m.layers)
+            out = m(np.random.rand(2, 32, 20, ch).astype("float32"), training=False).numpy()
+            np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-4)
+
+
+def test_v4_has_about_51k_weights():
+    assert 49_000 <= weight_count(create_model("v4", 10, "gray")) <= 53_000
+
+
+def test_fold_batchnorm_is_exact():
+    m = create_model("dr", 100, "gray")
+    for layer in m.layers:  # non-trivial BN statistics
+        if "batch_normalization" in layer.name:
+            g, b, mu, var = layer.get_weights()
+            r = np.random.default_rng(0)
+            layer.set_weights([g * r.uniform(0.5, 2, g.shape), b + r.normal(0, 0.1, b.shape),
+                               mu + r.normal(0, 0.1, mu.shape), var * r.uniform(0.5, 2, var.shape)])
+    folded = qat.fold_batchnorm(m)
+    assert not any("batch_normalization" in layer.name for layer in folded.layers)
+    x = np.random.default_rng(1).random((4, 32, 20, 1)).astype("float32")
+    np.testing.assert_allclose(m.predict(x, verbose=0), folded.predict(x, verbose=0), atol=1e-5)
+
+
+def _convert(name: str, classes: int = 10, color: str = "gray") -> bytes:
+    ch = 1 if color == "gray" else 3
+    qmodel = qat.quantize(create_model(name, classes, color))
+    rep = np.random.default_rng(0).integers(0, 256, (3, 32, 20, ch), dtype=np.uint8)
+    return export.convert_int8(qmodel, rep)
+
+
+@pytest.mark.parametrize("name", FIRMWARE_MODELS)
+def test_qat_converts_with_firmware_ops_only(name):
+    data = _convert(name)
+    ops = export.tflite_ops(data)
+    export.check_ops(ops, name)  # raises naming the op
+    assert "CONV_2D" in ops and "SOFTMAX" in ops
+    iq, oq = export.io_quant(data)
+    assert iq["dtype"] == oq["dtype"] == "int8" and oq["shape"] == [10]
+
+
+@pytest.mark.parametrize(("classes", "budget_kb"), [(10, 64), (100, 100)])
+def test_dr_fits_its_flash_budget(classes, budget_kb):
+    assert len(_convert("dr", classes)) <= budget_kb * 1024
