@@ -261,3 +261,50 @@ def test_real_data_slice(real_data, tflites, tmp_path):
     assert run_bench(zoo, tmp_path / "slice", tmp_path, "--split", "all", "--no-plots") == 0
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert all(r["images"] == len(files) and r["cache_agrees"] and r["batch_agrees"] for r in rows)
+
+
+# ----------------------------------------------------------------------------- README tables
+
+
+def _readme_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "readme_tables", bench.REPO_ROOT / "tools" / "readme_tables.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_readme_tables_rewrite_only_between_markers(tmp_path):
+    tool = _readme_tool()
+    good = dict.fromkeys(bench.ROW_KEYS)
+    good.update(model="10cls_GRAY/v4", classes=10, color="GRAY", images=100, accuracy=0.97, size_bytes=50_000,
+                params=40_000, arena_bytes=20_000, macs=1_000_000, pc_inf_per_s=9000.0, split="test")  # fmt: skip
+    bad = dict(
+        dict.fromkeys(bench.ROW_KEYS), model="10cls_GRAY/broken", error="x.tflite: not a valid TFLite model"
+    )
+    rows_json = tmp_path / "bench.json"
+    rows_json.write_text(json.dumps([good, bad]))
+    (tmp_path / "accuracy_vs_size.png").write_bytes(b"png")
+    put(tmp_path / "zoo", "10cls_GRAY/v4", b"tflite", {"classes": 10, "color": "GRAY", "params": 40_000})
+    readme = tmp_path / "README.md"
+    before = "# title\n\ntext\n<!-- bench:begin -->\nstale\n<!-- bench:end -->\nmiddle\n"
+    after = "<!-- models:begin --><!-- models:end -->\nend\n"
+    readme.write_text(before + after)
+    args = ["--json", str(rows_json), "--models-dir", str(tmp_path / "zoo"), "--readme", str(readme),
+            "--plot-dest", str(tmp_path / "docs" / "img" / "acc.png")]  # fmt: skip
+    assert tool.main([*args, "--check"]) == 1  # stale
+    assert tool.main(args) == 0
+    text = readme.read_text()
+    assert text.startswith("# title\n\ntext\n<!-- bench:begin -->\n") and text.endswith(
+        "<!-- models:end -->\nend\n"
+    )
+    assert "stale" not in text and "\nmiddle\n" in text
+    bench_part = text.split("<!-- bench:end -->")[0]
+    assert "| 10cls_GRAY/v4 | 10 | GRAY | 100 | 97.0 % |" in bench_part and "ERROR" in bench_part
+    assert bench.PUBLISHED_NOTE in bench_part and "](docs/img/acc.png)" in bench_part
+    assert "| 10cls_GRAY/v4 | - | 10 | GRAY | 40,000 |" in text.split("<!-- models:begin -->")[1]
+    assert (tmp_path / "docs" / "img" / "acc.png").read_bytes() == b"png"
+    assert tool.main([*args, "--check"]) == 0  # idempotent

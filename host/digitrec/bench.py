@@ -366,8 +366,17 @@ def predict_batched(
 @dataclass
 class LoopResult:
     outputs: np.ndarray
-    invoke_s: float  # sum of invoke() times
+    invoke_times: np.ndarray  # seconds per invoke()
     loop_s: float  # whole loop: set_tensor + invoke + get_tensor per image
+
+    @property
+    def invoke_s(self) -> float:
+        return float(self.invoke_times.sum())
+
+
+def per_second(times: np.ndarray) -> float | None:
+    """1 / median seconds per call: robust to other processes stealing the shared CPU."""
+    return 1.0 / float(np.median(times)) if len(times) and np.median(times) > 0 else None
 
 
 def predict_loop(it: Any, x: np.ndarray, warmup: int = 5) -> LoopResult:
@@ -377,30 +386,31 @@ def predict_loop(it: Any, x: np.ndarray, warmup: int = 5) -> LoopResult:
         it.set_tensor(inp, x[i : i + 1])
         it.invoke()
     outs = []
-    invoke_s = 0.0
+    times = np.empty(len(x))
     t_start = time.perf_counter()
     for i in range(len(x)):
         it.set_tensor(inp, x[i : i + 1])
         t0 = time.perf_counter()
         it.invoke()
-        invoke_s += time.perf_counter() - t0
+        times[i] = time.perf_counter() - t0
         outs.append(it.get_tensor(out)[0].copy())
     loop_s = time.perf_counter() - t_start
-    return LoopResult(np.stack(outs) if outs else np.empty((0, 0), np.int8), invoke_s, loop_s)
+    return LoopResult(np.stack(outs) if outs else np.empty((0, 0), np.int8), times, loop_s)
 
 
-def time_e2e(it: Any, images: list[np.ndarray], color: str, q: Quant) -> tuple[float, list[np.ndarray]]:
-    """Seconds for decoded RGB -> preprocess -> int8 -> invoke -> scores, batch 1; and the inputs."""
+def time_e2e(it: Any, images: list[np.ndarray], color: str, q: Quant) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Seconds per image for decoded RGB -> preprocess -> int8 -> invoke -> scores (batch 1); the inputs."""
     inp, out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-    inputs = []
-    t0 = time.perf_counter()
-    for rgb in images:
+    inputs, times = [], np.empty(len(images))
+    for i, rgb in enumerate(images):
+        t0 = time.perf_counter()
         x = preprocess.preprocess(rgb, color, q)
         it.set_tensor(inp, x[None])
         it.invoke()
         it.get_tensor(out)
+        times[i] = time.perf_counter() - t0
         inputs.append(x)
-    return time.perf_counter() - t0, inputs
+    return times, inputs
 
 
 # ----------------------------------------------------------------------------- data
@@ -546,14 +556,14 @@ def evaluate(row: dict[str, Any], m: Model, data: DataSource, opt: Options) -> N
         raise BenchError(f"{m.path}: batched and per-image outputs differ")
     row.update(
         images=len(y), loop_images=len(pos), eval_s=eval_s, loop_est_s=loop.loop_s / len(pos) * len(x),
-        pc_inf_per_s=len(pos) / loop.invoke_s if loop.invoke_s > 0 else None,
+        pc_inf_per_s=per_second(loop.invoke_times),
         pc_batched_inf_per_s=len(x) / eval_s if eval_s > 0 else None,
     )  # fmt: skip
     row["speedup"] = row["loop_est_s"] / eval_s if eval_s > 0 else None
     e2e_pos, rgb = data.sample_rgb(opt.e2e_sample)
     if rgb:
-        e2e_s, inputs = time_e2e(it, rgb, m.color, m.in_q)
-        row["pc_e2e_per_s"] = len(rgb) / e2e_s if e2e_s > 0 else None
+        e2e_times, inputs = time_e2e(it, rgb, m.color, m.in_q)
+        row["pc_e2e_per_s"] = per_second(e2e_times)
         row["cache_agrees"] = all(np.array_equal(a, x[p]) for a, p in zip(inputs, e2e_pos, strict=True))
         if not row["cache_agrees"]:
             row["warnings"].append("cached arrays differ from preprocess.preprocess() on the decoded files")
@@ -756,15 +766,15 @@ def best_per_budget(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _pct(v: Any) -> str:
+def fmt_pct(v: Any) -> str:
     return "-" if v is None else f"{100 * v:.1f} %"
 
 
-def _kb(v: Any) -> str:
+def fmt_kb(v: Any) -> str:
     return "-" if v is None else f"{v / 1024:.1f}"
 
 
-def _num(v: Any, fmt: str = ",.0f") -> str:
+def fmt_num(v: Any, fmt: str = ",.0f") -> str:
     return "-" if v is None else format(v, fmt)
 
 
@@ -774,17 +784,17 @@ TABLE_HEAD = ["model", "classes", "color", "images", "accuracy", "within 0.1", "
 
 def table_cells(r: dict[str, Any]) -> list[str]:
     if r.get("error"):
-        return [r["model"], _num(r.get("classes"), "d"), r.get("color") or "-", "ERROR"] + [""] * 8
+        return [r["model"], fmt_num(r.get("classes"), "d"), r.get("color") or "-", "ERROR"] + [""] * 8
     return [
-        r["model"], str(r["classes"]), r["color"], _num(r["images"], "d"), _pct(r["accuracy"]),
-        _pct(r["accuracy_tol"]), _num(r["params"]), _kb(r["size_bytes"]), _kb(r["arena_bytes"]),
-        _num(r["macs"]), _num(r["pc_inf_per_s"]), _num(r["pc_e2e_per_s"]),
+        r["model"], str(r["classes"]), r["color"], fmt_num(r["images"], "d"), fmt_pct(r["accuracy"]),
+        fmt_pct(r["accuracy_tol"]), fmt_num(r["params"]), fmt_kb(r["size_bytes"]), fmt_kb(r["arena_bytes"]),
+        fmt_num(r["macs"]), fmt_num(r["pc_inf_per_s"]), fmt_num(r["pc_e2e_per_s"]),
     ]  # fmt: skip
 
 
 def published_cells(p: dict[str, Any], short: bool = False) -> list[str]:
     size = "-" if p["size_kb"] is None else f"{p['size_kb']:.1f}"
-    return [f"{p['model']} *" if short else f"{p['model']} *{PUBLISHED_NOTE}*", str(p["classes"]), p["color"], "-", _pct(p["accuracy"]),
+    return [f"{p['model']} *" if short else f"{p['model']} *{PUBLISHED_NOTE}*", str(p["classes"]), p["color"], "-", fmt_pct(p["accuracy"]),
             "-", "-", size, "-", "-", "-", "-"]  # fmt: skip
 
 
@@ -817,8 +827,8 @@ def budget_markdown(rows: list[dict[str, Any]]) -> str:
         if r is None:
             cells.append([f"{b['budget_kb']} KB", str(b["classes"]), "(none fits)", "", "", "", ""])
         else:
-            cells.append([f"{b['budget_kb']} KB", str(b["classes"]), r["model"], r["color"], _pct(r["accuracy"]),
-                          _pct(r["accuracy_tol"]), _kb(r["size_bytes"])])  # fmt: skip
+            cells.append([f"{b['budget_kb']} KB", str(b["classes"]), r["model"], r["color"], fmt_pct(r["accuracy"]),
+                          fmt_pct(r["accuracy_tol"]), fmt_kb(r["size_bytes"])])  # fmt: skip
     return md_table(["budget", "classes", "best model", "color", "accuracy", "within 0.1", "size KB"], cells)
 
 
@@ -947,7 +957,7 @@ def model_section(r: dict[str, Any]) -> str:
              f"Figures from: {', '.join(f'{k} {v}' for k, v in sorted(r['sources'].items()))}."]  # fmt: skip
     if r.get("card_accuracy") is not None:
         lines.append(
-            f"Card int8 test accuracy: {_pct(r['card_accuracy'])}; data match: {r.get('data_match')}."
+            f"Card int8 test accuracy: {fmt_pct(r['card_accuracy'])}; data match: {r.get('data_match')}."
         )
     lines += ["", per_class_markdown(r["per_class_accuracy"], r["classes"]), ""]
     lines += [f"![confusion]({r[k]})" for k in ("confusion_png", "mistakes_png") if r.get(k)]
@@ -957,9 +967,9 @@ def model_section(r: dict[str, Any]) -> str:
 def per_class_markdown(per_class: list[float | None], classes: int) -> str:
     if classes == 10:
         return md_table(
-            ["class"] + [str(c) for c in range(10)], [["accuracy"] + [_pct(v) for v in per_class]]
+            ["class"] + [str(c) for c in range(10)], [["accuracy"] + [fmt_pct(v) for v in per_class]]
         )
-    rows = [[f"{d}.x"] + [_pct(per_class[10 * d + t]) for t in range(10)] for d in range(10)]
+    rows = [[f"{d}.x"] + [fmt_pct(per_class[10 * d + t]) for t in range(10)] for d in range(10)]
     return md_table(["label"] + [f".{t}" for t in range(10)], rows)
 
 
@@ -1055,7 +1065,7 @@ def bench_all(models: list[tuple[str, Path]], data: DataSource, opt: Options) ->
     for i, (mid, path) in enumerate(models, 1):
         t = time.perf_counter()
         row = bench_model(mid, path, data, opt)
-        state = row["error"] if row.get("error") else f"accuracy {_pct(row['accuracy'])}"
+        state = row["error"] if row.get("error") else f"accuracy {fmt_pct(row['accuracy'])}"
         print(
             f"[{i}/{len(models)}] {mid}: {state} ({time.perf_counter() - t:.1f} s)",
             file=sys.stderr,
