@@ -7,6 +7,7 @@ import struct
 import zlib
 
 import pytest
+
 from digitrec import protocol as P
 
 
@@ -164,3 +165,14 @@ def test_c_frames_decode_in_python() -> None:
         c_frame = bytes(core.encode_frame(0x82, seq, payload))
         assert c_frame == P.encode_frame(0x82, seq, payload)
         assert d.feed(c_frame) == [P.Frame(0x82, seq, payload)]
+
+
+def test_python_frames_parse_in_c() -> None:
+    core = _core()
+    rng = random.Random(4)
+    frames = [(0x02, s, rng.randbytes(rng.randrange(0, 700))) for s in (1, 2, 40000)]
+    stream = b"boot noise \xa5\x5a" + b"".join(P.encode_frame(*f) for f in frames)
+    bad = bytearray(P.encode_frame(0x03, 9, b"z" * 30))
+    bad[-1] ^= 0xFF
+    events = core.parse_stream(stream + bytes(bad) + P.encode_frame(0x01, 10))
+    assert events == [("frame", t, s, p) for t, s, p in frames] + [("crc_error", 0x03, 9, b""), ("frame", 1, 10, b"")]

@@ -18,6 +18,8 @@ import argparse
 import hashlib
 import json
 import os
+import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +41,7 @@ KNOWN_BRIDGES = {
 }
 DEFAULT_WINDOW = 4
 TIMED_WARMUP, TIMED_RUNS = 10, 100
-HELLO_TRIES, HELLO_WAIT_S = 4, 1.0
+HELLO_TRIES, HELLO_WAIT_S = 8, 1.0
 POLL_S = 0.02
 
 
@@ -141,7 +143,9 @@ class Link:
     def __init__(self, ser: Any) -> None:
         self.ser = ser
         self.dec = P.Decoder()
-        self.seq = 0
+        # random start: a reply still on its way to a killed earlier session cannot match
+        # one of our first requests by chance (HELLO, answered in order, flushes the rest)
+        self.seq = random.randrange(1, 0xFFFF)
         self.tx_bytes = self.rx_bytes = 0
         self.tx_payload = self.rx_payload = 0
         self.last_rx = time.monotonic()
@@ -203,13 +207,17 @@ def open_port(port: str, baud: int) -> Link:
 
 
 def hello(link: Link, tries: int = HELLO_TRIES, wait_s: float = HELLO_WAIT_S) -> dict[str, Any]:
-    """HELLO until INFO answers; BOOT frames seen meanwhile are skipped."""
+    """HELLO until INFO answers. Anything before our INFO (a BOOT frame, replies to an earlier
+    session's requests) is skipped: the device answers in order, so INFO comes after them."""
     for _ in range(tries):
         seq = link.send(P.MsgType.HELLO)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            for ev in link.poll():
-                if isinstance(ev, P.Frame) and ev.type == P.MsgType.INFO and ev.seq == seq:
+            events = [e for e in link.poll() if e.seq == seq]
+            if any(isinstance(e, P.CrcMismatch) for e in events):
+                break  # INFO damaged on the way: ask again at once
+            for ev in events:
+                if ev.type == P.MsgType.INFO:
                     return P.unpack_info(ev.payload)
     garbage = link.dec.garbage
     hint = f" ({garbage} bytes of non-frame data seen: wrong baud rate or no digitrec firmware?)" if garbage else ""
@@ -541,12 +549,13 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any
 
 
 def link_stats(link: Link, elapsed: float, baud: int) -> dict[str, Any]:
-    """Throughput of the busier direction, as wire bytes and payload bytes per second."""
+    """Throughput of the busier direction, as wire bytes and payload bytes per second, and
+    as a fraction of the 8N1 line rate (None on an unpaced virtual link: baud 0)."""
     wire = max(link.tx_bytes, link.rx_bytes)
     payload = max(link.tx_payload, link.rx_payload)
-    rate = P.line_rate_bytes_per_s(baud)
     bps = wire / elapsed if elapsed > 0 else 0.0
     pps = payload / elapsed if elapsed > 0 else 0.0
+    rate = P.line_rate_bytes_per_s(baud) if baud else None
     return {
         "baud": baud,
         "link_elapsed_s": round(elapsed, 3),
@@ -554,8 +563,8 @@ def link_stats(link: Link, elapsed: float, baud: int) -> dict[str, Any]:
         "link_rx_bytes": link.rx_bytes,
         "link_bytes_per_s": round(bps, 1),
         "link_payload_bytes_per_s": round(pps, 1),
-        "link_utilization": round(bps / rate, 4),
-        "link_payload_utilization": round(pps / rate, 4),
+        "link_utilization": round(bps / rate, 4) if rate else None,
+        "link_payload_utilization": round(pps / rate, 4) if rate else None,
     }
 
 
@@ -583,6 +592,10 @@ class VirtualProcess:
                 self.proc.wait()
 
 
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _default_timeout(window: int, baud: int, max_frame: int) -> float:
     # a request may queue behind `window` others on the wire, plus compute time on the chip
     return 1.0 + 2 * window * max_frame * P.BITS_PER_BYTE / max(baud, 1)
@@ -594,6 +607,7 @@ def run_bench(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     virtual = None
     port = args.port
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`: stop like Ctrl-C, answers kept
     if port == "virtual":
         virtual = VirtualProcess(model.path, args.baud)
         port = virtual.port
@@ -624,10 +638,17 @@ def _bench(args: argparse.Namespace, model: Model, port: str) -> int:
             stream = _stream(args, link, ds.root, work, info, model, results, meta)
         finally:
             results.close()
-        timing = timed_run(link, timeout=10 + TIMED_RUNS * 0.5)
+        timing = None if stream["stopped"] else timed_run(link, _timed_run_timeout(out))
     finally:
         link.close()
     return _finish(args, out, meta, stream, timing)
+
+
+def _timed_run_timeout(out: Path) -> float:
+    """Warm-ups and runs at 3x the median per-image invoke time, plus slack."""
+    infer = [r["infer_us"] for r in read_results(out)[1] if r.get("infer_us") is not None]
+    per = statistics.median(infer) / 1e6 if infer else 0.5
+    return 3.0 + 3 * (TIMED_WARMUP + TIMED_RUNS) * per
 
 
 def _resume_state(out: Path, model: Model, mode: str) -> set[str]:
@@ -672,7 +693,7 @@ def _stream(args: argparse.Namespace, link: Link, root: Path, work: list[Work], 
         bar.close()
     elapsed = time.monotonic() - t0
     return {"counters": s.c, "elapsed": elapsed, "stopped": stopped, "timeout": timeout,
-            "link": link_stats(link, elapsed, args.baud or P.DEFAULT_BAUD), "sent": len(work)}
+            "link": link_stats(link, elapsed, args.baud), "sent": len(work)}
 
 
 def _row(w: Work, reply: Any) -> dict[str, Any]:
@@ -719,6 +740,13 @@ def _fmt(v: Any, pct: bool = False) -> str:
     return f"{100 * v:.2f} %" if pct else f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _link_text(s: dict[str, Any]) -> str:
+    if s.get("link_utilization") is None:
+        return f"{s['link_bytes_per_s']:.0f} B/s (unpaced pty: no line rate)"
+    return (f"{s['link_bytes_per_s']:.0f} B/s = {100 * s['link_utilization']:.1f} % of {s['baud']} baud "
+            f"(payload {100 * s['link_payload_utilization']:.1f} %)")
+
+
 def print_summary(s: dict[str, Any]) -> None:
     src = s["timings_source"]
     lines = [
@@ -731,8 +759,7 @@ def print_summary(s: dict[str, Any]) -> None:
         (f"infer us median [{src}]", _fmt(s["device_infer_us_median"])),
         (f"preprocess us median [{src}]", _fmt(s["device_preprocess_us_median"])),
         (f"TIMED_RUN us median [{src}]", _fmt(s["timed_run_us_median"])),
-        ("link", f"{s['link_bytes_per_s']:.0f} B/s = {100 * s['link_utilization']:.1f} % of {s['baud']} baud "
-                 f"(payload {100 * s['link_payload_utilization']:.1f} %)"),
+        ("link", _link_text(s)),
         ("retries / resets", f"{s['retries']} / {s['resets']}"),
     ]
     for k, v in lines:

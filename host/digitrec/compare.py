@@ -1,0 +1,269 @@
+"""`digitrec compare`: what the device answered against what the PC computes.
+
+Reads one or more results JSONL files of ``digitrec device bench`` (tensor and raw
+runs, GRAY and RGB models) and optionally the PC benchmark's JSON, and writes a
+Markdown report, a JSON summary, a gallery of the images where device and PC
+disagree and a latency histogram. Microseconds measured on the virtual device are the
+host's and are labelled so; a real board's come from its own timer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from digitrec.device import read_results, summarize
+
+GALLERY_MAX = 40
+
+
+def load_run(path: Path) -> dict[str, Any]:
+    """One results file: its last meta, its rows and its summary (recomputed if missing)."""
+    metas, rows, sums = read_results(path)
+    if not metas:
+        raise ValueError(f"{path} is not a device bench results file (no meta line)")
+    meta = metas[-1]
+    summary = dict(sums[-1]) if sums else {}
+    summary.update(summarize(rows, meta))  # always from every row, resumed sessions included
+    summary.setdefault("baud", meta.get("baud"))
+    return {"path": path, "meta": meta, "rows": rows, "summary": summary,
+            "disagreements": [r for r in rows if r.get("device_class") is not None
+                              and r["device_class"] != r["pc_class"]]}
+
+
+def timing_label(summary: dict[str, Any]) -> str:
+    return "host (virtual device)" if summary.get("chip") == "virtual" else f"device ({summary.get('chip')})"
+
+
+def pc_rows(bench_json: Path | None) -> list[dict[str, Any]]:
+    if bench_json is None:
+        return []
+    data = json.loads(Path(bench_json).read_text())
+    return data if isinstance(data, list) else data.get("rows", [])
+
+
+def match_pc(run: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    sha = run["summary"].get("model_sha256")
+    return next((r for r in rows if r.get("sha256") == sha), None)
+
+
+def preprocess_cost(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median on-chip preprocessing (raw mode) per input colour, if measured."""
+    out: dict[str, Any] = {}
+    for run in runs:
+        s = run["summary"]
+        if s.get("mode") == "raw" and s.get("raw_sent"):
+            out[str(s.get("color"))] = {"preprocess_us_median": s["device_preprocess_us_median"],
+                                        "infer_us_median": s["device_infer_us_median"],
+                                        "timings": timing_label(s), "model": s.get("model")}
+    return out
+
+
+# ---------------------------------------------------------------- figures
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_latency(runs: list[dict[str, Any]], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for run in runs:
+        s = run["summary"]
+        infer = [r["infer_us"] for r in run["rows"] if r.get("infer_us") is not None]
+        ax.hist(infer, bins=40, alpha=0.6, label=f"{s['model']} {s['mode']}: invoke")
+        pre = [r["preprocess_us"] for r in run["rows"] if str(r.get("sent", "")).startswith("raw")]
+        if pre:
+            ax.hist(pre, bins=40, alpha=0.6, label=f"{s['model']} {s['mode']}: preprocess")
+    labels = sorted({timing_label(r["summary"]) for r in runs})
+    ax.set_xlabel(f"microseconds, {', '.join(labels)} timer")
+    ax.set_ylabel("images")
+    ax.set_title("per-image latency measured by the device")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_disagreements(runs: list[dict[str, Any]], path: Path) -> int:
+    """Gallery of device/PC disagreements (original crops); returns how many are shown."""
+    from digitrec.preprocess import decode_rgb
+
+    items = [(run, r) for run in runs for r in run["disagreements"]][:GALLERY_MAX]
+    plt = _plt()
+    if not items:
+        fig, ax = plt.subplots(figsize=(4, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "device and PC agree on every image", ha="center", va="center")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return 0
+    cols = min(8, len(items))
+    rows = (len(items) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 2.0), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (run, r) in zip(axes.flat, items, strict=False):
+        try:
+            ax.imshow(decode_rgb(Path(run["meta"].get("data", ".")) / r["path"]))
+        except (OSError, ValueError):
+            ax.text(0.5, 0.5, "missing", ha="center")
+        ax.set_title(f"y{r['label']} dev{r['device_class']}\npc{r['pc_class']} {run['summary']['mode']}", fontsize=7)
+    fig.suptitle("device vs PC disagreements (y: label)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return len(items)
+
+
+# ---------------------------------------------------------------- report
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * v:.2f} %"
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+TABLE_COLS = ["run", "board", "model", "mode", "images", "device acc", "PC acc", "agreement",
+              "scores identical", "invoke us (med)", "preprocess us (med)", "TIMED_RUN us (med)",
+              "link % of line", "retries", "resets", "timings"]
+
+
+def table_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
+    out = []
+    for run in runs:
+        s = run["summary"]
+        util = s.get("link_utilization")
+        out.append([run["path"].name, f"{s.get('board')}/{s.get('chip')}", str(s.get("model")), str(s.get("mode")),
+                    str(s["images"]), _pct(s["device_accuracy"]), _pct(s["host_accuracy"]), _pct(s["agreement"]),
+                    _pct(s.get("scores_identical")), _num(s["device_infer_us_median"]),
+                    _num(s["device_preprocess_us_median"]), _num(s.get("timed_run_us_median")),
+                    "unpaced pty" if util is None else f"{100 * util:.1f} % of {s.get('baud')} baud",
+                    str(s.get("retries", "-")), str(s.get("resets", "-")), timing_label(s)])
+    return out
+
+
+def markdown(runs: list[dict[str, Any]], pcs: list[dict[str, Any]], cost: dict[str, Any],
+             figures: dict[str, str]) -> str:
+    lines = ["# Host vs device", "",
+             "Device answers from `digitrec device bench`; PC answers from the reference LiteRT interpreter "
+             "(builtin kernels, no default delegates) on the same int8 inputs.", "",
+             "| " + " | ".join(TABLE_COLS) + " |", "|" + " --- |" * len(TABLE_COLS)]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(runs)]
+    if any(r["summary"].get("chip") == "virtual" for r in runs):
+        lines += ["", "Runs on the *virtual device* report host microseconds (the PC running the firmware's "
+                  "portable core and TFLite Micro), not ESP32 timings."]
+    lines += _pc_section(runs, pcs) + _cost_section(cost) + _link_section(runs)
+    lines += ["", "## Disagreements", ""]
+    dis = [(run, r) for run in runs for r in run["disagreements"]]
+    if not dis:
+        lines.append("None: the device's class equals the PC's on every image.")
+    for run, r in dis[:200]:
+        lines.append(f"- `{r['path']}` ({run['summary']['mode']}): label {r['label']}, device {r['device_class']}, "
+                     f"PC {r['pc_class']}; scores device {r['scores']} vs PC {r['pc_scores']}")
+    lines += ["", f"![disagreements]({figures['gallery']})", "", "## Latency", "",
+              f"![latency]({figures['latency']})", ""]
+    return "\n".join(lines)
+
+
+def _pc_section(runs: list[dict[str, Any]], pcs: list[dict[str, Any]]) -> list[str]:
+    if not pcs:
+        return []
+    out = ["", "## PC benchmark (`digitrec bench`)", ""]
+    for run in runs:
+        pc = match_pc(run, pcs)
+        s = run["summary"]
+        if pc is None:
+            out.append(f"- {s['model']}: no PC benchmark row with sha256 {str(s['model_sha256'])[:12]}...")
+            continue
+        ips = pc.get("pc_inf_per_s")
+        pc_us = f"{1e6 / ips:,.0f} us per inference [PC]" if ips else "no PC speed"
+        dev_us = s.get("timed_run_us_median")
+        out.append(f"- {s['model']}: PC accuracy {_pct(pc.get('accuracy'))} on {pc.get('images')} images of split "
+                   f"{pc.get('split')}; {pc_us}; TIMED_RUN {_num(dev_us)} us [{timing_label(s)}]")
+    return out
+
+
+def _cost_section(cost: dict[str, Any]) -> list[str]:
+    if not cost:
+        return []
+    out = ["", "## On-chip preprocessing (raw mode)", ""]
+    for color, c in sorted(cost.items()):
+        out.append(f"- {color} model {c['model']}: preprocess {_num(c['preprocess_us_median'])} us, invoke "
+                   f"{_num(c['infer_us_median'])} us (medians, {c['timings']})")
+    if {"GRAY", "RGB"} <= set(cost) and cost["GRAY"]["preprocess_us_median"]:
+        ratio = cost["RGB"]["preprocess_us_median"] / cost["GRAY"]["preprocess_us_median"]
+        out.append(f"- RGB / GRAY preprocessing cost: {ratio:.2f}x")
+    return out
+
+
+def _link_section(runs: list[dict[str, Any]]) -> list[str]:
+    out = ["", "## Link", ""]
+    for run in runs:
+        s = run["summary"]
+        if s.get("link_bytes_per_s") is None:
+            continue
+        if s.get("link_utilization") is None:
+            out.append(f"- {run['path'].name}: {s['link_bytes_per_s']:,.0f} B/s over an unpaced pseudo-terminal "
+                       "(no line rate: run the virtual device with --baud to model a UART)")
+            continue
+        baud = s["baud"]
+        out.append(f"- {run['path'].name}: {s['link_bytes_per_s']:,.0f} B/s on the busier direction = "
+                   f"{100 * s['link_utilization']:.1f} % of the {baud} baud line rate ({baud / 10:,.0f} B/s, 10 bits "
+                   f"per byte); payload {100 * s.get('link_payload_utilization', 0):.1f} %")
+    return out
+
+
+def compare(results: list[Path], bench_json: Path | None, report: Path) -> dict[str, Any]:
+    """Write the report files; return the JSON summary."""
+    runs = [load_run(Path(p)) for p in results]
+    pcs = pc_rows(bench_json)
+    report.mkdir(parents=True, exist_ok=True)
+    figures = {"gallery": "disagreements.png", "latency": "latency.png"}
+    plot_latency(runs, report / figures["latency"])
+    shown = plot_disagreements(runs, report / figures["gallery"])
+    cost = preprocess_cost(runs)
+    (report / "compare.md").write_text(markdown(runs, pcs, cost, figures))
+    doc = {"runs": [{**run["summary"], "results": str(run["path"]),
+                     "disagreements": [r["path"] for r in run["disagreements"]],
+                     "pc_bench": match_pc(run, pcs)} for run in runs],
+           "preprocess_cost": cost, "gallery_images": shown,
+           "files": {k: str(report / v) for k, v in figures.items()} | {"markdown": str(report / "compare.md")}}
+    (report / "compare.json").write_text(json.dumps(doc, indent=1, default=str))
+    print_table(runs)
+    return doc
+
+
+def print_table(runs: list[dict[str, Any]]) -> None:
+    rows = [TABLE_COLS, *table_rows(runs)]
+    for col in range(len(TABLE_COLS)):  # transposed: one line per figure reads better in a terminal
+        print(f"{rows[0][col]:<22}" + "".join(f"{r[col]:<28}" for r in rows[1:]))
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        doc = compare([Path(p) for p in args.results], Path(args.bench) if args.bench else None, Path(args.report))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {doc['files']['markdown']}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="host vs device report from device bench results",
+                       description="Compare a device's answers and timings with the PC's.")
+    p.add_argument("results", nargs="+", help="results JSONL of `digitrec device bench` (several: tensor/raw, GRAY/RGB)")
+    p.add_argument("--bench", help="PC benchmark JSON (`digitrec bench --json`) for PC accuracy and speed")
+    p.add_argument("--report", default="reports/compare", help="output folder (default reports/compare)")
+    p.set_defaults(func=run)

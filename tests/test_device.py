@@ -1,0 +1,431 @@
+"""Device benchmark against the virtual device over real pseudo-terminals.
+
+A tiny int8 model is trained and converted here (tf_keras, full-integer), so nothing
+depends on shipped models. Images: a slice of the shared dataset (symlinks, never
+copies) when it is present, else a synthetic haverland-layout folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tty
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitrec import cli, device
+from digitrec import protocol as P
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("DIGITREC_DATA", REPO.parent / "shared" / "datasets" / "haverland"))
+SLICE = 160  # images: enough to see faults and pacing, small enough for 2 shared cores
+
+BUILD_MODELS = r'''
+import hashlib, json, sys
+from pathlib import Path
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from digitrec.bench import tflm_arena_bytes
+from digitrec.data import load_dataset
+from digitrec.preprocess import to_float
+
+out, root = Path(sys.argv[1]), sys.argv[2]
+ds = load_dataset(root, progress=False)
+for color in ("gray", "rgb"):
+    x, y, _ = ds.arrays(ds.usable, color, 10)
+    xf = to_float(x)
+    keras.utils.set_random_seed(1)
+    m = keras.Sequential([
+        keras.layers.Input(x.shape[1:]),
+        keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
+        keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10),
+        keras.layers.Softmax(),
+    ])
+    m.compile("adam", "sparse_categorical_crossentropy")
+    m.fit(xf, y, epochs=6, batch_size=32, verbose=0)
+    conv = tf.lite.TFLiteConverter.from_keras_model(m)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([xf[i:i + 1]] for i in range(min(100, len(xf))))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    data = conv.convert()
+    it = tf.lite.Interpreter(model_content=data)
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    d = out / f"tiny_{color}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "model.tflite").write_bytes(data)
+    card = {"name": f"tiny_{color}", "family": "test", "classes": 10, "color": color.upper(),
+            "input": {"shape": list(x.shape[1:]), "dtype": "int8", "scale": float(i["quantization"][0]),
+                      "zero_point": int(i["quantization"][1])},
+            "output": {"shape": [10], "dtype": "int8", "scale": float(o["quantization"][0]),
+                       "zero_point": int(o["quantization"][1])},
+            "sha256": hashlib.sha256(data).hexdigest(), "tflite_bytes": len(data),
+            "arena_bytes": tflm_arena_bytes(data)}
+    (d / "card.json").write_text(json.dumps(card, indent=1))
+'''
+
+
+# ================================================================ fixtures
+
+def _synthetic(root: Path, n: int) -> None:
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        w, h = (24, 40) if k % 10 else (140, 60)  # some crops above MAX_RAW_SIDE: tensor fallback
+        coarse = rng.integers(0, 256, size=(h // 4 + 1, w // 4 + 1, 3))
+        img = np.kron(coarse, np.ones((4, 4, 1)))[:h, :w].astype(np.uint8)
+        path = root / "images" / f"meter{k % 4}" / f"{(k * 7 % 100) / 10:.1f}_img{k}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path)
+
+
+def _real_slice(root: Path, n: int) -> None:
+    src = REAL_DATA / "images"
+    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in {".jpg", ".png", ".bmp"})
+    for p in files[:: max(1, len(files) // n)][:n]:
+        dst = root / "images" / p.relative_to(src)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(p)
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("device")
+    saved = os.environ.get("DIGITREC_CACHE")
+    os.environ["DIGITREC_CACHE"] = str(base / "cache")  # inherited by the subprocesses
+    data = base / "data"
+    if (REAL_DATA / "images").is_dir():
+        _real_slice(data, SLICE)
+    else:
+        _synthetic(data, SLICE)
+    script = base / "build_models.py"
+    script.write_text(BUILD_MODELS)
+    env_vars = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    subprocess.run([sys.executable, str(script), str(base / "models"), str(data)], check=True, env=env_vars,
+                   capture_output=True)
+    yield {"base": base, "data": data, "gray": base / "models" / "tiny_gray", "rgb": base / "models" / "tiny_rgb"}
+    if saved is None:
+        os.environ.pop("DIGITREC_CACHE", None)
+    else:
+        os.environ["DIGITREC_CACHE"] = saved
+
+
+def bench(env: dict[str, Path], name: str, *extra: str, model: str = "gray", port: str = "virtual",
+          baud: str = "0") -> tuple[int, dict, list[dict]]:
+    out, js = env["base"] / f"{name}.jsonl", env["base"] / f"{name}.json"
+    rc = cli.main(["device", "bench", "--port", port, "--model", str(env[model]), "--data", str(env["data"]),
+                   "--split", "all", "--baud", baud, "--out", str(out), "--json", str(js), "--quiet", *extra])
+    summary = json.loads(js.read_text()) if js.exists() and rc == 0 else {}
+    return rc, summary, device.read_results(out)[1]
+
+
+@pytest.fixture(scope="session")
+def clean(env: dict[str, Path]) -> tuple[dict, list[dict]]:
+    rc, summary, rows = bench(env, "clean_tensor")
+    assert rc == 0
+    return summary, rows
+
+
+def by_path(rows: list[dict]) -> dict[str, dict]:
+    return {r["path"]: r for r in rows}
+
+
+# ================================================================ the virtual device, both modes
+
+def test_tensor_mode_agrees_with_pc(clean: tuple[dict, list[dict]]) -> None:
+    summary, rows = clean
+    assert summary["images"] == len(rows) >= SLICE * 0.9
+    assert summary["agreement"] >= 0.999
+    assert summary["scores_identical"] >= 0.999
+    assert summary["chip"] == "virtual" and summary["timings_source"] == "host (virtual device)"
+    assert summary["timed_run_us_median"] > 0 and summary["device_infer_us_median"] > 0
+    assert summary["retries"] == summary["resets"] == 0
+    assert max(Counter(r["path"] for r in rows).values()) == 1
+    for key in ("images", "mode", "board", "model_sha256", "device_accuracy", "host_accuracy", "agreement",
+                "device_infer_us_median", "device_preprocess_us_median", "timed_run_us_median",
+                "link_bytes_per_s", "link_utilization", "retries", "resets", "timings_source"):
+        assert key in summary
+
+
+def test_raw_mode_equals_tensor_mode(env: dict[str, Path], clean: tuple[dict, list[dict]]) -> None:
+    rc, summary, rows = bench(env, "raw_gray", "--mode", "raw")
+    assert rc == 0
+    tensor = by_path(clean[1])
+    assert by_path(rows).keys() == tensor.keys()
+    for r in rows:  # the C preprocessing of the raw crop gives the same int8 input as the PC's
+        assert (r["device_class"], r["scores"]) == (tensor[r["path"]]["device_class"], tensor[r["path"]]["scores"])
+    raw = [r for r in rows if r["sent"].startswith("raw")]
+    assert len(raw) >= 0.8 * len(rows) and all(r["preprocess_us"] > 0 for r in raw)
+    assert summary["agreement"] >= 0.999 and summary["device_preprocess_us_median"] > 0
+
+
+def test_rgb_model_raw_and_compare_report(env: dict[str, Path], clean: tuple[dict, list[dict]]) -> None:
+    rc, summary, _ = bench(env, "raw_rgb", "--mode", "raw", model="rgb")
+    assert rc == 0 and summary["agreement"] >= 0.999 and summary["color"] == "RGB"
+    report = env["base"] / "report"
+    files = [env["base"] / f"{n}.jsonl" for n in ("clean_tensor", "raw_gray", "raw_rgb")]
+    assert cli.main(["compare", *map(str, files), "--report", str(report)]) == 0
+    doc = json.loads((report / "compare.json").read_text())
+    assert set(doc["preprocess_cost"]) == {"GRAY", "RGB"}
+    assert all(r["timings_source"] == "host (virtual device)" for r in doc["runs"])
+    md = (report / "compare.md").read_text()
+    assert "virtual device" in md and "RGB / GRAY preprocessing cost" in md
+    assert (report / "latency.png").stat().st_size > 0 and (report / "disagreements.png").stat().st_size > 0
+
+
+def test_paced_link_reaches_line_rate(env: dict[str, Path]) -> None:
+    rc, summary, _ = bench(env, "paced", "--limit", "120", baud="921600")
+    assert rc == 0
+    assert summary["baud"] == 921600
+    assert summary["link_payload_utilization"] >= 0.90, summary
+    assert summary["link_utilization"] <= 1.02  # the virtual UART really is paced
+
+
+# ================================================================ fault injection
+
+class FaultProxy:
+    """host <-> (pty pair) <-> proxy <-> device pty, dropping bytes and flipping bits.
+
+    One fault every `gap` bytes on average per direction (uniform in gap/2..3*gap/2, drop
+    or flip at random): seeded, so a run sees the same kind of damage every time.
+    """
+
+    def __init__(self, device_port: str, seed: int, gaps: dict[str, int]) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.path = os.ttyname(self.slave)
+        self.dev = os.open(device_port, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(self.dev)
+        self.rng = {way: random.Random(f"{seed}{way}") for way in gaps}
+        self.gaps = gaps
+        self.next = {way: self._gap(way) for way in gaps}
+        self.stats: Counter = Counter()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _gap(self, way: str) -> int:
+        return self.rng[way].randint(self.gaps[way] // 2, 3 * self.gaps[way] // 2)
+
+    def _mangle(self, data: bytes, way: str) -> bytes:
+        out = bytearray()
+        for b in data:
+            self.next[way] -= 1
+            if self.next[way] > 0:
+                out.append(b)
+                continue
+            self.next[way] = self._gap(way)
+            if self.rng[way].random() < 0.5:
+                self.stats[f"{way}_dropped"] += 1
+                continue
+            self.stats[f"{way}_flipped"] += 1
+            out.append(b ^ (1 << self.rng[way].randrange(8)))
+        return bytes(out)
+
+    def _run(self) -> None:
+        peer = {self.master: (self.dev, "h2d"), self.dev: (self.master, "d2h")}
+        while not self._stop.is_set():
+            ready, _, _ = select.select(list(peer), [], [], 0.05)
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    return
+                to, way = peer[fd]
+                os.write(to, self._mangle(data, way))
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(2)
+        for fd in (self.master, self.slave, self.dev):
+            os.close(fd)
+
+
+def _rows_in(path: Path) -> int:
+    return len(device.read_results(path)[1]) if path.exists() else 0
+
+
+def _bench_process(env: dict[str, Path], port: str, out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "digitrec.cli", "device", "bench", "--port", port, "--model", str(env["gray"]),
+           "--data", str(env["data"]), "--split", "all", "--out", str(out), "--json", str(out.with_suffix(".json")),
+           "--timeout", "0.3", "--quiet", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_rows(out: Path, n: int, proc: subprocess.Popen, limit: float = 60) -> None:
+    t0 = time.monotonic()
+    while _rows_in(out) < n:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "bench exited"
+        assert time.monotonic() - t0 < limit, "bench made no progress"
+        time.sleep(0.005)
+
+
+def test_faults_reset_and_killed_host_then_resume(env: dict[str, Path], clean: tuple[dict, list[dict]]) -> None:
+    virt = device.VirtualProcess(env["gray"], 921600)
+    proxy = FaultProxy(virt.port, seed=7, gaps={"h2d": 3000, "d2h": 1200})
+    out = env["base"] / "faulty.jsonl"
+    try:
+        first = _bench_process(env, proxy.path, out)
+        _wait_rows(out, 40, first)
+        first.kill()  # SIGKILL: no cleanup at all
+        first.wait()
+        killed_at = _rows_in(out)
+        assert killed_at < len(clean[1])
+        second = _bench_process(env, proxy.path, out, "--resume")
+        _wait_rows(out, killed_at + 30, second)
+        virt.proc.send_signal(signal.SIGUSR1)  # the board resets in the middle of the run
+        assert second.wait(120) == 0, second.stderr.read() if second.stderr else ""
+    finally:
+        proxy.close()
+        virt.stop()
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert min(proxy.stats[f"{w}_{f}"] for w in ("h2d", "d2h") for f in ("dropped", "flipped")) >= 1, proxy.stats
+    assert summary["resets"] >= 1 and summary["retries"] >= 1
+    rows = device.read_results(out)[1]
+    counts = Counter(r["path"] for r in rows)
+    assert max(counts.values()) == 1  # each image answered exactly once
+    ref = by_path(clean[1])
+    assert counts.keys() == ref.keys()  # complete
+    for r in rows:  # equal to the clean run
+        assert (r["device_class"], r["scores"], r["pc_class"]) == (
+            ref[r["path"]]["device_class"], ref[r["path"]]["scores"], ref[r["path"]]["pc_class"])
+    assert summary["images"] == len(ref) and summary["agreement"] >= 0.999
+
+
+def test_dead_port_stops_with_answers_saved(env: dict[str, Path]) -> None:
+    virt = device.VirtualProcess(env["gray"], 921600)
+    out = env["base"] / "dead.jsonl"
+    proc = _bench_process(env, virt.port, out)
+    try:
+        _wait_rows(out, 20, proc)
+        virt.proc.kill()  # the board is unplugged
+        assert proc.wait(30) == 3
+        assert "--resume" in (proc.stderr.read() if proc.stderr else "")
+    finally:
+        virt.stop()
+        if proc.poll() is None:
+            proc.kill()
+    assert 20 <= _rows_in(out) < SLICE
+
+
+# ================================================================ CLI errors
+
+def test_no_such_port(env: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    rc, _, _ = bench(env, "noport", port="/dev/ttyDIGITREC_NOPE")
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "cannot open serial port /dev/ttyDIGITREC_NOPE: no such port" in err and "Traceback" not in err
+
+
+def test_wrong_model_on_board(env: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    other = env["base"] / "other_model"
+    shutil.copytree(env["gray"], other, dirs_exist_ok=True)
+    (other / "model.tflite").write_bytes((env["gray"] / "model.tflite").read_bytes() + b"\0")
+    virt = device.VirtualProcess(env["gray"], 0)
+    try:
+        rc = cli.main(["device", "bench", "--port", virt.port, "--model", str(other), "--data", str(env["data"]),
+                       "--split", "all", "--out", str(env["base"] / "wrong.jsonl"), "--quiet"])
+    finally:
+        virt.stop()
+    assert rc == 2
+    assert "wrong model on the board: it runs 'tiny_gray'" in capsys.readouterr().err
+
+
+class FakeDevice:
+    """Answers HELLO with an INFO of another protocol version."""
+
+    def __init__(self, proto: int) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.path = os.ttyname(self.slave)
+        self.proto = proto
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        dec = P.Decoder()
+        while not self._stop.is_set():
+            if not select.select([self.master], [], [], 0.05)[0]:
+                continue
+            for ev in dec.feed(os.read(self.master, 4096)):
+                if isinstance(ev, P.Frame) and ev.type == P.MsgType.HELLO:
+                    info = {"proto": self.proto, "chip": "ESP32", "board": "esp32cam", "model": "x",
+                            "model_sha256": "0" * 64, "ready": True, "boot_id": 1}
+                    os.write(self.master, P.encode_frame(P.MsgType.INFO, ev.seq, P.pack_info(info)))
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(2)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+def test_protocol_version_mismatch(env: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    fake = FakeDevice(proto=P.PROTO_VERSION + 1)
+    try:
+        rc, _, _ = bench(env, "proto", port=fake.path, baud="921600")
+    finally:
+        fake.close()
+    assert rc == 2
+    assert f"protocol version mismatch: the device speaks protocol {P.PROTO_VERSION + 1}" in capsys.readouterr().err
+
+
+def test_silent_port_is_a_clear_error() -> None:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        link = device.open_port(os.ttyname(slave), 921600)
+        os.write(master, b"rst:0x1 (POWERON_RESET) some boot log at another baud rate\r\n")
+        with pytest.raises(device.DeviceError, match="no answer to HELLO .* non-frame data"):
+            device.hello(link, tries=1, wait_s=0.2)
+        link.close()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+# ================================================================ list, flash, virtual CLI
+
+def test_known_bridges_are_marked() -> None:
+    assert "CP210x" in device.bridge_name(0x10C4, 0xEA60)
+    assert "CH340" in device.bridge_name(0x1A86, 0x7523)
+    assert "FTDI" in device.bridge_name(0x0403, 0x6001)
+    assert "USB-Serial-JTAG" in device.bridge_name(0x303A, 0x1001)
+    assert device.bridge_name(0x1234, 0x5678) == "" and device.bridge_name(None, None) == ""
+    assert cli.main(["device", "list"]) == 0
+
+
+def test_flash_without_platformio_project(env: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = cli.main(["device", "flash", "--env", "esp32cam", "--model", str(env["gray"]), "--port", "/dev/null",
+                   "--project", str(tmp_path)])
+    assert rc == 2 and "no platformio.ini" in capsys.readouterr().err
+
+
+def test_virtual_cli_serves_hello(env: dict[str, Path]) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "digitrec.cli", "device", "virtual", "--model", str(env["rgb"])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = proc.stdout.readline().strip() if proc.stdout else ""
+        link = device.open_port(port, 921600)
+        info = device.hello(link)
+        link.close()
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    assert info["chip"] == "virtual" and info["timings"] == "host" and info["proto"] == P.PROTO_VERSION
+    assert info["model"] == "tiny_rgb" and info["input"] == [32, 20, 3] and info["ready"] is True
