@@ -411,43 +411,36 @@ def export_model(
 # ----------------------------------------------------------------- CLI
 
 
-def load_keras(path: Path):
+def load_run(run: Path) -> tuple[object, object, dict]:
+    """(QAT model, float model, record) rebuilt from a `digitrec train` run directory."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    import tf_keras as keras
+    from digitrec.models import create_model, qat
 
-    from digitrec.models import qat
-
-    with qat.scope():
-        return keras.models.load_model(path, compile=False)
-
-
-def _is_qat(model) -> bool:
-    return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
+    run = run.parent if run.is_file() else run  # --keras runs/.../qat.weights.h5 works too
+    record_path = run / "record.json"
+    if not record_path.exists():
+        raise SystemExit(f"{record_path} not found: is {run} a finished `digitrec train` run?")
+    meta = json.loads(record_path.read_text())
+    float_model = create_model(meta["name"], int(meta["classes"]), meta["color"].lower())
+    float_model.load_weights(str(run / "float.weights.h5"))
+    qat_model = qat.quantize(create_model(meta["name"], int(meta["classes"]), meta["color"].lower()))
+    qat_model.load_weights(str(run / "qat.weights.h5"))
+    return qat_model, float_model, meta
 
 
 def run(args: argparse.Namespace) -> int:
     from digitrec import data
 
     t0 = time.time()
-    keras_path = Path(args.keras)
-    record_path = keras_path.parent / "record.json"
-    meta = json.loads(record_path.read_text()) if record_path.exists() else {}
-    meta.update({k: v for k, v in (("name", args.name), ("classes", args.classes), ("color", args.color)) if v})
-    for key in ("name", "classes", "color"):
-        if key not in meta:
-            raise SystemExit(f"--{key} is required (no record.json beside {keras_path})")
-    qat_model = load_keras(keras_path)
-    if not _is_qat(qat_model):
-        raise ExportError(f"{keras_path} is not a QAT model; run `digitrec train` (no post-training fallback)")
-    float_path = keras_path.parent / "float.keras"
-    float_model = load_keras(float_path) if float_path.exists() else None
+    qat_model, float_model, meta = load_run(Path(args.run))
     root = args.data or os.environ.get("DIGITREC_DATA")
     if not root:
         raise SystemExit("--data (or $DIGITREC_DATA) is required for calibration and test accuracy")
     color, classes = meta["color"].lower(), int(meta["classes"])
-    x_train, _, _ = data.get_split_arrays(root, "train", color, classes)
-    x_test, y_test, _ = data.get_split_arrays(root, "test", color, classes)
-    rep = representative_subset(x_train, args.calibration)
+    mode = meta.get("data", {}).get("split_mode", "cluster")
+    x_train, _, _ = data.get_split_arrays(root, "train", color, classes, mode)
+    x_test, y_test, _ = data.get_split_arrays(root, "test", color, classes, mode)
+    rep = representative_subset(x_train, args.calibration, meta.get("training", {}).get("seed", 0))
     out_dir = model_dir(Path(args.out), classes, color, meta["name"])
     card = export_model(qat_model, float_model, out_dir, meta, rep, (x_test, y_test))
     print(json.dumps(card, indent=2) if args.json else summary_line(card))
@@ -472,14 +465,12 @@ def summary_line(card: dict) -> str:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="int8 .tflite + C array + model card from a QAT Keras model",
-        description="Convert a QAT Keras model (written by `digitrec train` under runs/) to a full-int8 "
+        help="int8 .tflite + C array + model card from a trained QAT model",
+        description="Re-export a trained QAT model (a `digitrec train` run directory) as a full-int8 "
         "TFLite model, C array and model card in exported_models/<N>cls_<COLOR>/<name>/.",
     )
-    p.add_argument("--keras", required=True, help="QAT Keras model (runs/<...>/qat.keras)")
-    p.add_argument("--name", help="model name (default: from record.json beside --keras)")
-    p.add_argument("--classes", type=int, choices=(10, 100))
-    p.add_argument("--color", choices=("gray", "rgb"))
+    p.add_argument("--run", "--keras", dest="run", required=True, help="a `digitrec train` run dir, e.g. runs/10cls_GRAY/v4 "
+                   "(record.json + float/qat weights)")
     p.add_argument("--data", help="dataset root (default $DIGITREC_DATA)")
     p.add_argument("--out", default="exported_models", help="output root (default exported_models)")
     p.add_argument("--calibration", type=int, default=500, help="training images used for calibration")

@@ -330,7 +330,7 @@ def quantize_for_training(model):
 def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Path = Path(RUNS_DIR)) -> dict:
     """Float phase, QAT phase, export; returns the model card."""
     from digitrec import export
-    from digitrec.models import create_model, get_family, qat, weight_count
+    from digitrec.models import create_model, get_family, weight_count
 
     t0 = time.time()
     _keras().utils.set_random_seed(cfg.seed)
@@ -340,13 +340,13 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
     model = create_model(cfg.model, cfg.classes, cfg.color)
     float_state = run_phase(model, splits, cfg, rdir / "float", cfg.lr, cfg.epochs)
     model.save(str(rdir / "float.keras"))
+    model.save_weights(str(rdir / "float.weights.h5"))
     if get_family(cfg.model).pc_only or cfg.qat_epochs <= 0:
         return {"name": cfg.model, "float_state": float_state}
     qmodel = quantize_for_training(model)
     qat_state = run_phase(qmodel, splits, replace(cfg, patience=max(cfg.patience, cfg.qat_epochs)), rdir / "qat",
                           cfg.qat_lr, cfg.qat_epochs)
-    with qat.scope():
-        qmodel.save(str(rdir / "qat.keras"))
+    qmodel.save_weights(str(rdir / "qat.weights.h5"))  # `digitrec export --run` rebuilds + loads these
     meta = {
         "name": cfg.model,
         "family": cfg.model,
