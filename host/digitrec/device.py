@@ -40,6 +40,9 @@ KNOWN_BRIDGES = {
     (0x303A, 0x1001): "ESP32-S3 USB-Serial-JTAG",
 }
 DEFAULT_WINDOW = 4
+# Requests in flight must fit the device's receive buffer while it computes; 16 KB is a
+# conservative default for an ESP-IDF UART driver buffer (INFO rx_buffer_bytes overrides).
+MAX_INFLIGHT_BYTES = 16384
 TIMED_WARMUP, TIMED_RUNS = 10, 100
 HELLO_TRIES, HELLO_WAIT_S = 8, 1.0
 POLL_S = 0.02
@@ -394,6 +397,7 @@ class Streamer:
     boot_id: Any
     on_row: Any  # callable(work, Result | ErrorReply)
     on_info: Any  # callable(info) -> None: checks a rebooted device
+    max_bytes: int = 1 << 30  # request bytes in flight: what the device's receive buffer holds
     c: Counters = field(default_factory=Counters)
     inflight: dict[int, Pending] = field(default_factory=dict)
     queue: deque = field(default_factory=deque)
@@ -412,6 +416,12 @@ class Streamer:
 
     def _fill(self) -> None:
         while self.queue and len(self.inflight) < self.window:
+            w = self.queue[0]
+            if w.payload is None:
+                w.payload = make_payload(w, self.root)
+            held = sum(len(p.work.payload or b"") + P.OVERHEAD for p in self.inflight.values())
+            if self.inflight and held + len(w.payload) + P.OVERHEAD > self.max_bytes:
+                return
             self._send(self.queue.popleft())
 
     def _send(self, w: Work) -> None:
@@ -575,7 +585,8 @@ class VirtualProcess:
 
     def __init__(self, model: Path, baud: int, extra: list[str] | None = None) -> None:
         cmd = [sys.executable, "-m", "digitrec.virtual", "--model", str(model), "--baud", str(baud), *(extra or [])]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        # own session: Ctrl-C reaches only the bench, which then stops the device in order
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
         line = self.proc.stdout.readline().strip() if self.proc.stdout else ""
         if not line.startswith("/"):
             self.stop()
@@ -679,7 +690,8 @@ def _stream(args: argparse.Namespace, link: Link, root: Path, work: list[Work], 
 
     max_frame = max((len(w.tensor.tobytes()) if w.sent == "tensor" else P.MAX_PAYLOAD for w in work), default=0)
     timeout = args.timeout or _default_timeout(args.window, args.baud or P.DEFAULT_BAUD, max_frame + P.OVERHEAD)
-    s = Streamer(link, root, args.window, timeout, info.get("boot_id"), on_row, on_info)
+    budget = int(info.get("rx_buffer_bytes") or args.max_inflight_bytes)
+    s = Streamer(link, root, args.window, timeout, info.get("boot_id"), on_row, on_info, budget)
     link.tx_bytes = link.rx_bytes = link.tx_payload = link.rx_payload = 0
     t0 = time.monotonic()
     stopped = ""
@@ -854,6 +866,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="baud rate; with --port virtual the virtual UART is paced at it (0: unpaced)")
     b.add_argument("--limit", type=int, default=None, help="first N images only")
     b.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="requests in flight (default 4)")
+    b.add_argument("--max-inflight-bytes", type=int, default=MAX_INFLIGHT_BYTES,
+                   help="request bytes in flight at most (default 16384; INFO rx_buffer_bytes overrides)")
     b.add_argument("--timeout", type=float, default=None, help="seconds before a request is re-sent (default: from baud)")
     b.add_argument("--json", help="write the summary JSON here")
     b.add_argument("--out", default="device_results.jsonl", help="results JSONL (default device_results.jsonl)")

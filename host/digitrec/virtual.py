@@ -113,7 +113,7 @@ class VirtualDevice:
         self._reset_flag = threading.Event()
         self._stop = threading.Event()
         self._rx: queue.Queue[bytes] = queue.Queue()
-        self._tx: queue.Queue[bytes | None] = queue.Queue()
+        self._tx: queue.Queue[tuple[float, bytes] | None] = queue.Queue()
         self._fd = -1
         self.runner: TflmRunner | None = None
         self.setup_error = ""
@@ -145,7 +145,7 @@ class VirtualDevice:
 
     def _write(self, data: bytes) -> None:
         if self.baud:
-            self._tx.put(data)
+            self._tx.put((time.monotonic(), data))
         else:
             _write_all(self._fd, data)
 
@@ -165,6 +165,7 @@ class VirtualDevice:
     def _reader(self) -> None:
         pacer = Pacer(self.baud) if self.baud else None
         while not self._stop.is_set():
+            asked = time.monotonic()
             r, _, _ = select.select([self._fd], [], [], 0.1)
             if not r:
                 continue
@@ -179,22 +180,25 @@ class VirtualDevice:
                 self._rx.put(data)
                 continue
             now = time.monotonic()
+            # Bytes already waiting were written while we slept through the previous chunk:
+            # on a UART they would follow it back to back (our oversleep is not the host's gap).
+            ready = min(now, pacer.free_at) if now - asked < 0.0005 else now
             for i in range(0, len(data), CHUNK):
                 piece = data[i:i + CHUNK]
-                _sleep_until(pacer.done_at(len(piece), now))
+                _sleep_until(pacer.done_at(len(piece), ready))
                 self._rx.put(piece)
 
     def _writer(self) -> None:
         assert self.baud
         pacer = Pacer(self.baud)
         while True:
-            data = self._tx.get()
-            if data is None:
+            item = self._tx.get()
+            if item is None:
                 return
-            now = time.monotonic()
+            queued, data = item
             for i in range(0, len(data), CHUNK):
                 piece = data[i:i + CHUNK]
-                _sleep_until(pacer.done_at(len(piece), now))
+                _sleep_until(pacer.done_at(len(piece), queued))
                 _write_all(self._fd, piece)
 
     def serve(self, fd: int) -> None:
