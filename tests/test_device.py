@@ -429,3 +429,40 @@ def test_virtual_cli_serves_hello(env: dict[str, Path]) -> None:
         proc.wait(5)
     assert info["chip"] == "virtual" and info["timings"] == "host" and info["proto"] == P.PROTO_VERSION
     assert info["model"] == "tiny_rgb" and info["input"] == [32, 20, 3] and info["ready"] is True
+
+
+def _fake_pio(tmp_path: Path, rc: int) -> Path:
+    """A `pio` that records its arguments and DIGITREC_MODEL instead of building."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    pio = bindir / "pio"
+    pio.write_text(f'#!/bin/sh\necho "$DIGITREC_MODEL $*" > "{tmp_path}/pio_call"\nexit {rc}\n')
+    pio.chmod(0o755)
+    (tmp_path / "platformio.ini").write_text("[platformio]\n")
+    return bindir
+
+
+def test_flash_runs_pio_then_checks_the_model(env: dict[str, Path], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("PATH", f"{_fake_pio(tmp_path, 0)}:{os.environ['PATH']}")
+    virt = device.VirtualProcess(env["gray"], 0)  # stands in for the freshly flashed board
+    try:
+        rc = cli.main(["device", "flash", "--env", "esp32cam", "--model", str(env["gray"]), "--port", virt.port,
+                       "--project", str(tmp_path), "--settle", "0"])
+        wrong = cli.main(["device", "flash", "--env", "esp32cam", "--model", str(env["rgb"]), "--port", virt.port,
+                          "--project", str(tmp_path), "--settle", "0"])
+    finally:
+        virt.stop()
+    call = (tmp_path / "pio_call").read_text()
+    assert f"{env['rgb'].resolve()} run -e esp32cam -t upload --upload-port {virt.port}" in call
+    out = capsys.readouterr()
+    assert rc == 0 and f"ok: {virt.port} runs tiny_gray" in out.out
+    assert wrong == 2 and "wrong model on the board" in out.err
+
+
+def test_flash_reports_a_failed_build(env: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("PATH", f"{_fake_pio(tmp_path, 1)}:{os.environ['PATH']}")
+    rc = cli.main(["device", "flash", "--env", "esp32cam", "--model", str(env["gray"]), "--port", "/dev/null",
+                   "--project", str(tmp_path), "--settle", "0"])
+    assert rc == 2 and "build or upload failed for env esp32cam" in capsys.readouterr().err

@@ -33,15 +33,16 @@ import numpy as np
 
 from digitrec import protocol as P
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 KNOWN_BRIDGES = {
     (0x10C4, None): "CP210x (ESP32-CAM-MB, DevKitC)",
-    (0x1A86, None): "CH340 (ESP32-CAM-MB)",
+    (0x1A86, None): "CH34x (ESP32-CAM-MB: CH340)",
     (0x0403, None): "FTDI",
     (0x303A, 0x1001): "ESP32-S3 USB-Serial-JTAG",
 }
 DEFAULT_WINDOW = 4
 # Requests in flight must fit the device's receive buffer while it computes; 16 KB is a
-# conservative default for an ESP-IDF UART driver buffer (INFO rx_buffer_bytes overrides).
+# conservative default for an ESP-IDF UART driver buffer (INFO rx_buffer overrides).
 MAX_INFLIGHT_BYTES = 16384
 TIMED_WARMUP, TIMED_RUNS = 10, 100
 HELLO_TRIES, HELLO_WAIT_S = 8, 1.0
@@ -90,17 +91,20 @@ def run_list(args: argparse.Namespace) -> int:
 # ================================================================ models
 
 def resolve_model(arg: str, models_root: Path | None = None) -> Path:
-    """A model dir from a path, or from a name searched under exported_models/."""
+    """A model dir from a path, `10cls_GRAY/v4`, or a unique name like `v4`, under exported_models/."""
     p = Path(arg)
     if p.exists():
         return p
-    root = models_root or Path(os.environ.get("DIGITREC_MODELS", "exported_models"))
+    root = models_root or Path(os.environ.get("DIGITREC_MODELS", REPO_ROOT / "exported_models"))
+    if (root / arg / "card.json").exists():
+        return root / arg
     hits = sorted(d for d in root.glob(f"*/{arg}") if (d / "card.json").exists())
     if len(hits) == 1:
         return hits[0]
     if not hits:
-        raise DeviceError(f"model {arg!r} not found (neither a path nor a model under {root}/*/)")
-    raise DeviceError(f"model name {arg!r} is ambiguous: {', '.join(map(str, hits))}; pass the path")
+        raise DeviceError(f"model {arg!r} not found (neither a path nor a model under {root}/)")
+    names = ", ".join(h.relative_to(root).as_posix() for h in hits)
+    raise DeviceError(f"model name {arg!r} is ambiguous: {names}; pass one of these")
 
 
 @dataclass
@@ -690,7 +694,7 @@ def _stream(args: argparse.Namespace, link: Link, root: Path, work: list[Work], 
 
     max_frame = max((len(w.tensor.tobytes()) if w.sent == "tensor" else P.MAX_PAYLOAD for w in work), default=0)
     timeout = args.timeout or _default_timeout(args.window, args.baud or P.DEFAULT_BAUD, max_frame + P.OVERHEAD)
-    budget = int(info.get("rx_buffer_bytes") or args.max_inflight_bytes)
+    budget = int(info.get("rx_buffer") or args.max_inflight_bytes)  # the firmware reports its UART buffer
     s = Streamer(link, root, args.window, timeout, info.get("boot_id"), on_row, on_info, budget)
     link.tx_bytes = link.rx_bytes = link.tx_payload = link.rx_payload = 0
     t0 = time.monotonic()
@@ -787,7 +791,7 @@ def run_flash(args: argparse.Namespace) -> int:
     pio = shutil.which("pio") or shutil.which("platformio") or _venv_tool("pio")
     if not pio:
         raise DeviceError("PlatformIO not found: pip install platformio==6.2.0 (see requirements.txt)")
-    root = Path(args.project)
+    root = Path(args.project) if args.project else REPO_ROOT
     if not (root / "platformio.ini").exists():
         raise DeviceError(f"no platformio.ini in {root} (pass --project, the repository root)")
     env = dict(os.environ, DIGITREC_MODEL=_model_selector(model, root))
@@ -849,7 +853,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fl.add_argument("--model", required=True, help="model dir, or a name under exported_models/*/")
     fl.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
     fl.add_argument("--baud", type=int, default=P.DEFAULT_BAUD, help="protocol baud rate (default 921600)")
-    fl.add_argument("--project", default=".", help="folder with platformio.ini (default: current)")
+    fl.add_argument("--project", default=None, help="folder with platformio.ini (default: this checkout)")
     fl.add_argument("--settle", type=float, default=2.0, help="seconds to wait for the reboot after upload")
     fl.set_defaults(func=_guard(run_flash))
 
@@ -867,7 +871,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--limit", type=int, default=None, help="first N images only")
     b.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="requests in flight (default 4)")
     b.add_argument("--max-inflight-bytes", type=int, default=MAX_INFLIGHT_BYTES,
-                   help="request bytes in flight at most (default 16384; INFO rx_buffer_bytes overrides)")
+                   help="request bytes in flight at most (default 16384; the board's INFO rx_buffer overrides)")
     b.add_argument("--timeout", type=float, default=None, help="seconds before a request is re-sent (default: from baud)")
     b.add_argument("--json", help="write the summary JSON here")
     b.add_argument("--out", default="device_results.jsonl", help="results JSONL (default device_results.jsonl)")
