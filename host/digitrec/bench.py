@@ -986,12 +986,18 @@ def model_section(r: dict[str, Any]) -> str:
     lines = [f"### {r['model']}", "",
              f"`{r['path']}` sha256 `{(r['sha256'] or '')[:16]}`; ops: {', '.join(sorted(set(r['ops'] or [])))}.",
              f"Figures from: {', '.join(f'{k} {v}' for k, v in sorted(r['sources'].items()))}."]  # fmt: skip
+    lines.append(
+        f"Accuracy {fmt_pct(r['accuracy'])} (within 0.1: {fmt_pct(r['accuracy_tol'])}, digit: "
+        f"{fmt_pct(r['accuracy_digit'])}) on {r['images']} images; {fmt_kb(r['size_bytes'])} KB, "
+        f"arena {fmt_kb(r['arena_bytes'])} KB; PC {fmt_num(r['pc_inf_per_s'])} inf/s."
+    )
     if r.get("card_accuracy") is not None:
         lines.append(
             f"Card int8 test accuracy: {fmt_pct(r['card_accuracy'])}; data match: {r.get('data_match')}."
         )
     lines += ["", per_class_markdown(r["per_class_accuracy"], r["classes"]), ""]
-    lines += [f"![confusion]({r[k]})" for k in ("confusion_png", "mistakes_png") if r.get(k)]
+    lines += [f"![{alt}]({r[k]})" for k, alt in (("confusion_png", "confusion"), ("mistakes_png", "worst mistakes"))
+              if r.get(k)]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -1076,7 +1082,11 @@ def run(args: argparse.Namespace) -> int:
     opt = Options(xnnpack=args.xnnpack, threads=args.threads, batch=args.batch, loop_sample=args.loop_sample,
                   plots=not args.no_plots, report_dir=args.report)  # fmt: skip
     opt.report_dir.mkdir(parents=True, exist_ok=True)
-    data = DataSource(args.data, args.split, args.split_mode, args.cache)
+    try:
+        data = DataSource(args.data, args.split, args.split_mode, args.cache)
+    except (OSError, ValueError) as exc:  # a missing or unreadable dataset: one clear line
+        print(f"digitrec bench: cannot load the dataset {args.data}: {exc}", file=sys.stderr)
+        return 2
     rows = sorted(bench_all(models, data, opt), key=row_order)
     argv = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else []
     summary = summarize(rows, data, opt, time.perf_counter() - t0, argv)
