@@ -752,7 +752,7 @@ def plot_accuracy_vs_size(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{classes} classes")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     fig.text(0.01, 0.01, f"* {PUBLISHED_NOTE}", fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path)
