@@ -19,6 +19,7 @@ import threading
 import time
 import tty
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -214,9 +215,19 @@ class FaultProxy:
         self.gaps = gaps
         self.next = {way: self._gap(way) for way in gaps}
         self.stats: Counter = Counter()
+        self.triggers: list[list] = []  # [h2d byte count, action]: fired in step with the data
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def after_h2d(self, nbytes: int, action: Callable[[], object]) -> None:
+        """Run `action` once `nbytes` more host->device bytes have passed (not a wall-clock guess)."""
+        self.triggers.append([self.stats["h2d_bytes"] + nbytes, action])
+
+    def _fire(self) -> None:
+        for t in [t for t in self.triggers if self.stats["h2d_bytes"] >= t[0]]:
+            self.triggers.remove(t)
+            t[1]()
 
     def _gap(self, way: str) -> int:
         return self.rng[way].randint(self.gaps[way] // 2, 3 * self.gaps[way] // 2)
@@ -246,7 +257,9 @@ class FaultProxy:
                 except OSError:
                     return
                 to, way = peer[fd]
+                self.stats[f"{way}_bytes"] += len(data)
                 os.write(to, self._mangle(data, way))
+                self._fire()
 
     def close(self) -> None:
         self._stop.set()
@@ -278,16 +291,15 @@ def test_faults_reset_and_killed_host_then_resume(env: dict[str, Path], clean: t
     virt = device.VirtualProcess(env["gray"], 921600)
     proxy = FaultProxy(virt.port, seed=7, gaps={"h2d": 3000, "d2h": 1200})
     out = env["base"] / "faulty.jsonl"
+    frame = 32 * 20 + P.OVERHEAD
     try:
         first = _bench_process(env, proxy.path, out)
-        _wait_rows(out, 40, first)
-        first.kill()  # SIGKILL: no cleanup at all
-        first.wait()
+        proxy.after_h2d(40 * frame, first.kill)  # SIGKILL mid-run: no cleanup at all
+        first.wait(120)
         killed_at = _rows_in(out)
-        assert killed_at < len(clean[1])
+        assert 0 < killed_at < len(clean[1])
         second = _bench_process(env, proxy.path, out, "--resume")
-        _wait_rows(out, killed_at + 30, second)
-        virt.proc.send_signal(signal.SIGUSR1)  # the board resets in the middle of the run
+        proxy.after_h2d(30 * frame, lambda: virt.proc.send_signal(signal.SIGUSR1))  # the board resets
         assert second.wait(120) == 0, second.stderr.read() if second.stderr else ""
     finally:
         proxy.close()
@@ -307,7 +319,7 @@ def test_faults_reset_and_killed_host_then_resume(env: dict[str, Path], clean: t
 
 
 def test_dead_port_stops_with_answers_saved(env: dict[str, Path]) -> None:
-    virt = device.VirtualProcess(env["gray"], 921600)
+    virt = device.VirtualProcess(env["gray"], 115200)  # ~60 ms per image: the run outlasts the test's wait
     out = env["base"] / "dead.jsonl"
     proc = _bench_process(env, virt.port, out)
     try:
