@@ -162,9 +162,15 @@ def test_tensor_mode_agrees_with_pc(clean: tuple[dict, list[dict]]) -> None:
         assert key in summary
 
 
-def test_raw_mode_equals_tensor_mode(env: dict[str, Path], clean: tuple[dict, list[dict]]) -> None:
+@pytest.fixture(scope="session")
+def raw_gray(env: dict[str, Path]) -> tuple[dict, list[dict]]:
     rc, summary, rows = bench(env, "raw_gray", "--mode", "raw")
     assert rc == 0
+    return summary, rows
+
+
+def test_raw_mode_equals_tensor_mode(raw_gray: tuple[dict, list[dict]], clean: tuple[dict, list[dict]]) -> None:
+    summary, rows = raw_gray
     tensor = by_path(clean[1])
     assert by_path(rows).keys() == tensor.keys()
     for r in rows:  # the C preprocessing of the raw crop gives the same int8 input as the PC's
@@ -174,17 +180,22 @@ def test_raw_mode_equals_tensor_mode(env: dict[str, Path], clean: tuple[dict, li
     assert summary["agreement"] >= 0.999 and summary["device_preprocess_us_median"] > 0
 
 
-def test_rgb_model_raw_and_compare_report(env: dict[str, Path], clean: tuple[dict, list[dict]]) -> None:
+def test_rgb_model_raw_and_compare_report(env: dict[str, Path], clean: tuple[dict, list[dict]],
+                                          raw_gray: tuple[dict, list[dict]]) -> None:
     rc, summary, _ = bench(env, "raw_rgb", "--mode", "raw", model="rgb")
     assert rc == 0 and summary["agreement"] >= 0.999 and summary["color"] == "RGB"
     report = env["base"] / "report"
     files = [env["base"] / f"{n}.jsonl" for n in ("clean_tensor", "raw_gray", "raw_rgb")]
-    assert cli.main(["compare", *map(str, files), "--report", str(report)]) == 0
+    pc = env["base"] / "pc_bench.json"  # the shape of `digitrec bench --json`: a list of rows
+    pc.write_text(json.dumps([{"model": "10cls_GRAY/tiny_gray", "sha256": clean[0]["model_sha256"], "accuracy": 0.5, "images": 99, "split": "test",
+        "pc_inf_per_s": 20000.0}]))
+    assert cli.main(["compare", *map(str, files), "--bench", str(pc), "--report", str(report)]) == 0
     doc = json.loads((report / "compare.json").read_text())
     assert set(doc["preprocess_cost"]) == {"GRAY", "RGB"}
     assert all(r["timings_source"] == "host (virtual device)" for r in doc["runs"])
     md = (report / "compare.md").read_text()
     assert "virtual device" in md and "RGB / GRAY preprocessing cost" in md
+    assert "tiny_gray: PC accuracy 50.00 % on 99 images of split test; 50 us per inference [PC]" in md
     assert (report / "latency.png").stat().st_size > 0 and (report / "disagreements.png").stat().st_size > 0
 
 

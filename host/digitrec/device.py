@@ -622,15 +622,16 @@ def run_bench(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     virtual = None
     port = args.port
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill`: stop like Ctrl-C, answers kept
-    if port == "virtual":
-        virtual = VirtualProcess(model.path, args.baud)
-        port = virtual.port
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill`: stop like Ctrl-C, answers kept
     try:
+        if port == "virtual":
+            virtual = VirtualProcess(model.path, args.baud)
+            port = virtual.port
         return _bench(args, model, port)
     finally:
         if virtual:
             virtual.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _bench(args: argparse.Namespace, model: Model, port: str) -> int:
