@@ -258,6 +258,7 @@ class Work:
     pc_class: int
     pc_scores: list[int]
     tensor: np.ndarray  # the int8 input (tensor mode, and raw-mode fallback)
+    ref_scores: list[int] | None = None  # LiteRT reference kernels (TFLM's arithmetic)
     sent: str = "tensor"  # "tensor" or "raw:<FORMAT>"
     attempts: int = 0
     payload: bytes | None = None
@@ -268,14 +269,39 @@ class Work:
 
 
 def pc_reference(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    """int8 scores of the PC reference: the PC benchmark's batched LiteRT run without default
-    delegates (plain builtin kernels, TFLM's arithmetic); batch 1 for fixed-batch models."""
+    """int8 scores of the PC: the PC benchmark's batched LiteRT run without default delegates
+    (builtin kernels; batch 1 for fixed-batch models)."""
     from digitrec import bench
 
     try:
         return bench.predict_batched(model_bytes, x)
     except (RuntimeError, ValueError, bench.BenchError):
         return bench.predict_batched(model_bytes, x, batch=1)
+
+
+def ref_kernels(model_bytes: bytes, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """int8 scores of LiteRT's *reference* kernels (BUILTIN_REF). LiteRT's builtin kernels are
+    optimized ones: int8 DEPTHWISE_CONV_2D rounds differently from the reference kernels that
+    TFLM (and so the virtual device) runs, so this second PC answer separates kernel rounding
+    from real faults."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_content=model_bytes, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    inp, out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    try:
+        it.resize_tensor_input(inp, [batch, *x.shape[1:]], strict=False)
+        it.allocate_tensors()
+    except (RuntimeError, ValueError):  # fixed batch
+        batch = 1
+        it.allocate_tensors()
+    rows = []
+    for s in range(0, len(x), batch):
+        chunk = x[s:s + batch]
+        pad = np.zeros((batch - len(chunk), *x.shape[1:]), dtype=np.int8)
+        it.set_tensor(inp, np.concatenate([chunk, pad]) if len(pad) else chunk)
+        it.invoke()
+        rows.append(it.get_tensor(out).reshape(batch, -1)[:len(chunk)].copy())
+    return np.concatenate(rows) if rows else np.zeros((0, 0), np.int8)
 
 
 def select_images(data: str | Path, split: str, limit: int | None) -> tuple[Any, list[int]]:
@@ -286,7 +312,8 @@ def select_images(data: str | Path, split: str, limit: int | None) -> tuple[Any,
     return ds, (idx[:limit] if limit else idx)
 
 
-def build_work(ds: Any, indices: list[int], model: Model, mode: str, raw_format: str) -> list[Work]:
+def build_work(ds: Any, indices: list[int], model: Model, mode: str, raw_format: str,
+               with_ref: bool = True) -> list[Work]:
     from digitrec.preprocess import to_int8
 
     x, y, paths = ds.arrays(indices, model.color, model.classes)
@@ -294,6 +321,9 @@ def build_work(ds: Any, indices: list[int], model: Model, mode: str, raw_format:
     scores = pc_reference(model.tflite, xq)
     work = [Work(p, int(lbl), int(np.argmax(s)), [int(v) for v in s], t)
             for p, lbl, s, t in zip(paths, y, scores, xq, strict=True)]
+    if with_ref:
+        for w, r in zip(work, ref_kernels(model.tflite, xq), strict=True):
+            w.ref_scores = [int(v) for v in r]
     if mode == "raw":
         for w in work:
             w.sent = raw_plan(ds.root, w.path, model.color, raw_format)
@@ -535,6 +565,7 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any
         return round(sum(1 for r in ok if pred(r)) / n, 6) if n else None
 
     raw_rows = [r for r in ok if str(r.get("sent", "")).startswith("raw")]
+    with_ref = bool(ok) and all("ref_class" in r for r in ok)
     info = meta.get("info", {})
     virtual = info.get("chip") == "virtual"
     return {
@@ -554,6 +585,8 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any
         "host_accuracy": frac(lambda r: r["pc_class"] == r["label"]),
         "agreement": frac(lambda r: r["device_class"] == r["pc_class"]),
         "scores_identical": frac(lambda r: r["scores"] == r["pc_scores"]),
+        "agreement_ref_kernels": frac(lambda r: r["device_class"] == r["ref_class"]) if with_ref else None,
+        "scores_identical_ref_kernels": frac(lambda r: r["scores"] == r["ref_scores"]) if with_ref else None,
         "device_infer_us_median": _median([r["infer_us"] for r in ok]),
         "device_preprocess_us_median": _median([r["preprocess_us"] for r in raw_rows]) if raw_rows else 0.0,
         "raw_sent": len(raw_rows),
@@ -647,7 +680,7 @@ def _bench(args: argparse.Namespace, model: Model, port: str) -> int:
                 "classes": model.classes, "color": model.card["color"], "baud": args.baud,
                 "split": args.split, "data": str(ds.root), "info": info}
         indices = [i for i in indices if ds.items[i].path not in done]
-        work = build_work(ds, indices, model, args.mode, args.raw_format) if indices else []
+        work = build_work(ds, indices, model, args.mode, args.raw_format, not args.no_ref_kernels) if indices else []
         results = ResultsFile(out, args.resume)
         results.write(meta)
         try:
@@ -709,6 +742,10 @@ def _stream(args: argparse.Namespace, link: Link, root: Path, work: list[Work], 
     finally:
         bar.close()
     elapsed = time.monotonic() - t0
+    # requests still unanswered when a run stops may not have crossed the wire yet
+    unsent = [len(p.work.payload or b"") for p in s.inflight.values()]
+    link.tx_payload -= sum(unsent)
+    link.tx_bytes -= sum(unsent) + P.OVERHEAD * len(unsent)
     return {"counters": s.c, "elapsed": elapsed, "stopped": stopped, "timeout": timeout,
             "link": link_stats(link, elapsed, args.baud), "sent": len(work)}
 
@@ -716,6 +753,8 @@ def _stream(args: argparse.Namespace, link: Link, root: Path, work: list[Work], 
 def _row(w: Work, reply: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"kind": "result", "path": w.path, "label": w.label, "sent": w.sent,
                            "attempts": w.attempts, "pc_class": w.pc_class, "pc_scores": w.pc_scores}
+    if w.ref_scores is not None:
+        row.update(ref_class=int(np.argmax(w.ref_scores)), ref_scores=w.ref_scores)
     if isinstance(reply, P.Result):
         row.update(device_class=reply.cls, scores=list(reply.scores),
                    preprocess_us=reply.preprocess_us, infer_us=reply.infer_us)
@@ -773,6 +812,7 @@ def print_summary(s: dict[str, Any]) -> None:
         ("device accuracy", _fmt(s["device_accuracy"], True)),
         ("PC accuracy", _fmt(s["host_accuracy"], True)),
         ("agreement", _fmt(s["agreement"], True)),
+        ("agreement, PC reference kernels", _fmt(s["agreement_ref_kernels"], True)),
         (f"infer us median [{src}]", _fmt(s["device_infer_us_median"])),
         (f"preprocess us median [{src}]", _fmt(s["device_preprocess_us_median"])),
         (f"TIMED_RUN us median [{src}]", _fmt(s["timed_run_us_median"])),
@@ -874,6 +914,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-inflight-bytes", type=int, default=MAX_INFLIGHT_BYTES,
                    help="request bytes in flight at most (default 16384; the board's INFO rx_buffer overrides)")
     b.add_argument("--timeout", type=float, default=None, help="seconds before a request is re-sent (default: from baud)")
+    b.add_argument("--no-ref-kernels", action="store_true",
+                   help="skip the second PC answer from LiteRT's reference kernels (saves a slow pass)")
     b.add_argument("--json", help="write the summary JSON here")
     b.add_argument("--out", default="device_results.jsonl", help="results JSONL (default device_results.jsonl)")
     b.add_argument("--resume", action="store_true", help="continue an interrupted --out without repeating work")
