@@ -164,11 +164,15 @@ class VirtualDevice:
     # ------------------------------------------------------------ I/O threads
     def _reader(self) -> None:
         pacer = Pacer(self.baud) if self.baud else None
+        last_empty = 0.0  # last time the pty was seen empty: later data arrived after it
         while not self._stop.is_set():
-            asked = time.monotonic()
-            r, _, _ = select.select([self._fd], [], [], 0.1)
-            if not r:
-                continue
+            # zero-timeout poll: "already waiting" must not depend on how long this thread
+            # waited for the GIL behind an invoke
+            waiting = bool(select.select([self._fd], [], [], 0)[0])
+            if not waiting:
+                last_empty = time.monotonic()
+                if not select.select([self._fd], [], [], 0.1)[0]:
+                    continue
             try:
                 data = os.read(self._fd, 4096)
             except OSError:  # host side closed for good
@@ -180,9 +184,9 @@ class VirtualDevice:
                 self._rx.put(data)
                 continue
             now = time.monotonic()
-            # Bytes already waiting were written while we slept through the previous chunk:
-            # on a UART they would follow it back to back (our oversleep is not the host's gap).
-            ready = min(now, pacer.free_at) if now - asked < 0.0005 else now
+            # Bytes found waiting were written while this thread slept or waited: on a UART
+            # they follow the previous chunk back to back unless the line was seen idle.
+            ready = min(now, max(pacer.free_at, last_empty)) if waiting else now
             for i in range(0, len(data), CHUNK):
                 piece = data[i:i + CHUNK]
                 _sleep_until(pacer.done_at(len(piece), ready))
