@@ -192,6 +192,8 @@ def test_rgb_model_raw_and_compare_report(env: dict[str, Path], clean: tuple[dic
     assert cli.main(["compare", *map(str, files), "--bench", str(pc), "--report", str(report)]) == 0
     doc = json.loads((report / "compare.json").read_text())
     assert set(doc["preprocess_cost"]) == {"GRAY", "RGB"}
+    (pair,) = doc["raw_vs_tensor"]  # tiny_gray: raw run vs tensor run
+    assert pair["same_scores"] == pair["images"] == len(clean[1]) and pair["sent_raw"] > 0
     assert all(r["timings_source"] == "host (virtual device)" for r in doc["runs"])
     md = (report / "compare.md").read_text()
     assert "virtual device" in md and "RGB / GRAY preprocessing cost" in md

@@ -50,6 +50,23 @@ def match_pc(run: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] 
     return next((r for r in rows if r.get("sha256") == sha), None)
 
 
+def raw_vs_tensor(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each model with a tensor and a raw run: images where both modes give the same answer."""
+    out = []
+    for t in (r for r in runs if r["summary"].get("mode") == "tensor"):
+        for raw in (r for r in runs if r["summary"].get("mode") == "raw"):
+            if raw["summary"].get("model_sha256") != t["summary"].get("model_sha256"):
+                continue
+            tensor_rows = {x["path"]: x for x in t["rows"] if x.get("device_class") is not None}
+            both = [(x, tensor_rows[x["path"]]) for x in raw["rows"] if x["path"] in tensor_rows
+                    and x.get("device_class") is not None]
+            out.append({"model": raw["summary"].get("model"), "tensor": t["path"].name, "raw": raw["path"].name,
+                        "images": len(both), "same_class": sum(a["device_class"] == b["device_class"] for a, b in both),
+                        "same_scores": sum(a["scores"] == b["scores"] for a, b in both),
+                        "sent_raw": sum(str(a.get("sent", "")).startswith("raw") for a, _ in both)})
+    return out
+
+
 def preprocess_cost(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median on-chip preprocessing (raw mode) per input colour, if measured."""
     out: dict[str, Any] = {}
@@ -73,21 +90,38 @@ def _plt() -> Any:
     return plt
 
 
+def _log_bins(values: list[float]) -> Any:
+    import numpy as np
+
+    lo, hi = max(1.0, min(values)), max(2.0, max(values))
+    return np.logspace(np.log10(lo), np.log10(hi * 1.05), 40)
+
+
 def plot_latency(runs: list[dict[str, Any]], path: Path) -> None:
+    """Invoke and preprocessing times side by side (log axis: microseconds to milliseconds)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for run in runs:
         s = run["summary"]
-        infer = [r["infer_us"] for r in run["rows"] if r.get("infer_us") is not None]
-        ax.hist(infer, bins=40, alpha=0.6, label=f"{s['model']} {s['mode']}: invoke")
-        pre = [r["preprocess_us"] for r in run["rows"] if str(r.get("sent", "")).startswith("raw")]
-        if pre:
-            ax.hist(pre, bins=40, alpha=0.6, label=f"{s['model']} {s['mode']}: preprocess")
-    labels = sorted({timing_label(r["summary"]) for r in runs})
-    ax.set_xlabel(f"microseconds, {', '.join(labels)} timer")
-    ax.set_ylabel("images")
-    ax.set_title("per-image latency measured by the device")
-    ax.legend(fontsize=7)
+        infer = [r["infer_us"] for r in run["rows"] if r.get("infer_us")]
+        pre = [r["preprocess_us"] for r in run["rows"] if str(r.get("sent", "")).startswith("raw")
+               and r.get("preprocess_us")]
+        for ax, vals in ((axes[0], infer), (axes[1], pre)):
+            if vals:
+                ax.hist(vals, bins=_log_bins(vals), alpha=0.6, label=f"{s['model']} {s['mode']}")
+    labels = ", ".join(sorted({timing_label(r["summary"]) for r in runs}))
+    from matplotlib.ticker import NullFormatter
+
+    for ax, what in ((axes[0], "Invoke()"), (axes[1], "preprocessing (raw mode)")):
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"microseconds [{labels}]")
+        ax.set_ylabel("images")
+        ax.set_title(f"per image: {what}", fontsize=10)
+        if ax.has_data():
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no raw-mode run", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -166,7 +200,7 @@ def markdown(runs: list[dict[str, Any]], pcs: list[dict[str, Any]], cost: dict[s
     if any(r["summary"].get("chip") == "virtual" for r in runs):
         lines += ["", "Runs on the *virtual device* report host microseconds (the PC running the firmware's "
                   "portable core and TFLite Micro), not ESP32 timings."]
-    lines += _pc_section(runs, pcs) + _cost_section(cost) + _link_section(runs)
+    lines += _pc_section(runs, pcs) + _raw_section(raw_vs_tensor(runs)) + _cost_section(cost) + _link_section(runs)
     lines += ["", "## Disagreements", ""]
     dis = [(run, r) for run in runs for r in run["disagreements"]]
     if not dis:
@@ -195,6 +229,17 @@ def _pc_section(runs: list[dict[str, Any]], pcs: list[dict[str, Any]]) -> list[s
         dev_us = s.get("timed_run_us_median")
         out.append(f"- {s['model']}: PC accuracy {_pct(pc.get('accuracy'))} on {pc.get('images')} images of split "
                    f"{pc.get('split')}; {pc_us}; TIMED_RUN {_num(dev_us)} us [{timing_label(s)}]")
+    return out
+
+
+def _raw_section(pairs: list[dict[str, Any]]) -> list[str]:
+    if not pairs:
+        return []
+    out = ["", "## Raw mode vs tensor mode (on-chip preprocessing)", ""]
+    for p in pairs:
+        out.append(f"- {p['model']} ({p['raw']} vs {p['tensor']}): {p['same_class']} of {p['images']} classes and "
+                   f"{p['same_scores']} of {p['images']} score vectors identical; {p['sent_raw']} crops were sent "
+                   "raw, the rest (larger than the device's raw limits) as tensors")
     return out
 
 
@@ -241,7 +286,7 @@ def compare(results: list[Path], bench_json: Path | None, report: Path) -> dict[
     doc = {"runs": [{**run["summary"], "results": str(run["path"]),
                      "disagreements": [r["path"] for r in run["disagreements"]],
                      "pc_bench": match_pc(run, pcs)} for run in runs],
-           "preprocess_cost": cost, "gallery_images": shown,
+           "preprocess_cost": cost, "raw_vs_tensor": raw_vs_tensor(runs), "gallery_images": shown,
            "files": {k: str(report / v) for k, v in figures.items()} | {"markdown": str(report / "compare.md")}}
     (report / "compare.json").write_text(json.dumps(doc, indent=1, default=str))
     print_table(runs)
