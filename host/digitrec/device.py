@@ -684,7 +684,7 @@ def _bench(args: argparse.Namespace, model: Model, port: str) -> int:
         results = ResultsFile(out, args.resume)
         results.write(meta)
         try:
-            stream = _stream(args, link, ds.root, work, info, model, results, meta)
+            stream = _stream(args, link, ds.root, work, info, model, results)
         finally:
             results.close()
         timing = None if stream["stopped"] else timed_run(link, _timed_run_timeout(out))
@@ -713,7 +713,7 @@ def _resume_state(out: Path, model: Model, mode: str) -> set[str]:
 
 
 def _stream(args: argparse.Namespace, link: Link, root: Path, work: list[Work], info: dict[str, Any],
-            model: Model, results: ResultsFile, meta: dict[str, Any]) -> dict[str, Any]:
+            model: Model, results: ResultsFile) -> dict[str, Any]:
     from tqdm import tqdm
 
     bar = tqdm(total=len(work), unit="img", desc=f"device {args.mode}", disable=args.quiet)
@@ -726,7 +726,7 @@ def _stream(args: argparse.Namespace, link: Link, root: Path, work: list[Work], 
         check_device(new, model)
         bar.write(f"device reset detected (boot_id {new.get('boot_id')}); re-sending requests in flight")
 
-    max_frame = max((len(w.tensor.tobytes()) if w.sent == "tensor" else P.MAX_PAYLOAD for w in work), default=0)
+    max_frame = max((w.tensor.nbytes if w.sent == "tensor" else P.MAX_PAYLOAD for w in work), default=0)
     timeout = args.timeout or _default_timeout(args.window, args.baud or P.DEFAULT_BAUD, max_frame + P.OVERHEAD)
     budget = int(info.get("rx_buffer") or args.max_inflight_bytes)  # the firmware reports its UART buffer
     s = Streamer(link, root, args.window, timeout, info.get("boot_id"), on_row, on_info, budget)
@@ -898,9 +898,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     fl.add_argument("--settle", type=float, default=2.0, help="seconds to wait for the reboot after upload")
     fl.set_defaults(func=_guard(run_flash))
 
-    b = verbs.add_parser("bench", help="stream test images to the device and compare with the PC")
+    b = verbs.add_parser("bench", help="stream test images to the device and compare with the PC",
+                         description="Check the board's model (SHA-256), stream the images pipelined, save each "
+                                     "answer to JSONL as it arrives (retries, resets, --resume), then TIMED_RUN. "
+                                     "See docs/device.md.")
     b.add_argument("--port", required=True, help="serial port, or 'virtual' to start a virtual device")
-    b.add_argument("--model", required=True, help="model dir (model.tflite + card.json)")
+    b.add_argument("--model", required=True, help="model dir (model.tflite + card.json), or 10cls_GRAY/v4")
     b.add_argument("--data", default=os.environ.get("DIGITREC_DATA"), help="dataset root (default $DIGITREC_DATA)")
     b.add_argument("--split", choices=["test", "all"], default="test", help="images to send (default test)")
     b.add_argument("--mode", choices=["tensor", "raw"], default="tensor",
