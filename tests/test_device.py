@@ -7,6 +7,7 @@ copies) when it is present, else a synthetic haverland-layout folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -106,8 +107,6 @@ def _real_slice(root: Path, n: int) -> None:
 @pytest.fixture(scope="session")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("device")
-    saved = os.environ.get("DIGITREC_CACHE")
-    os.environ["DIGITREC_CACHE"] = str(base / "cache")  # inherited by the subprocesses
     data = base / "data"
     if (REAL_DATA / "images").is_dir():
         _real_slice(data, SLICE)
@@ -115,21 +114,39 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         _synthetic(data, SLICE)
     script = base / "build_models.py"
     script.write_text(BUILD_MODELS)
-    env_vars = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env_vars = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+                    DIGITREC_CACHE=str(base / "cache"))
     subprocess.run([sys.executable, str(script), str(base / "models"), str(data)], check=True, env=env_vars,
                    capture_output=True)
-    yield {"base": base, "data": data, "gray": base / "models" / "tiny_gray", "rgb": base / "models" / "tiny_rgb"}
-    if saved is None:
-        os.environ.pop("DIGITREC_CACHE", None)
-    else:
-        os.environ["DIGITREC_CACHE"] = saved
+    return {"base": base, "data": data, "gray": base / "models" / "tiny_gray", "rgb": base / "models" / "tiny_rgb"}
+
+
+@contextlib.contextmanager
+def data_cache(env: dict[str, Path]):
+    """The data stage's cache in the session's tmp dir (never ~/.cache), for this module only."""
+    saved = os.environ.get("DIGITREC_CACHE")
+    os.environ["DIGITREC_CACHE"] = str(env["base"] / "cache")  # subprocesses inherit it
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("DIGITREC_CACHE", None)
+        else:
+            os.environ["DIGITREC_CACHE"] = saved
+
+
+@pytest.fixture(autouse=True)
+def _cache(env: dict[str, Path]):
+    with data_cache(env):
+        yield
 
 
 def bench(env: dict[str, Path], name: str, *extra: str, model: str = "gray", port: str = "virtual",
           baud: str = "0") -> tuple[int, dict, list[dict]]:
     out, js = env["base"] / f"{name}.jsonl", env["base"] / f"{name}.json"
-    rc = cli.main(["device", "bench", "--port", port, "--model", str(env[model]), "--data", str(env["data"]),
-                   "--split", "all", "--baud", baud, "--out", str(out), "--json", str(js), "--quiet", *extra])
+    with data_cache(env):
+        rc = cli.main(["device", "bench", "--port", port, "--model", str(env[model]), "--data", str(env["data"]),
+                       "--split", "all", "--baud", baud, "--out", str(out), "--json", str(js), "--quiet", *extra])
     summary = json.loads(js.read_text()) if js.exists() and rc == 0 else {}
     return rc, summary, device.read_results(out)[1]
 
