@@ -106,6 +106,9 @@ class VirtualDevice:
     def __init__(self, model_path: str | Path, baud: int | None = None, reset_after: int = 0) -> None:
         self.model_bytes, self.card, self.model_dir = load_model_dir(model_path)
         self.sha256 = hashlib.sha256(self.model_bytes).hexdigest()
+        if self.card.get("sha256") not in (None, self.sha256):
+            print(f"warning: card.json sha256 differs from the .tflite in {self.model_dir}; INFO reports the "
+                  "file's hash", file=sys.stderr)
         self.baud = baud or None
         self.reset_after = reset_after
         self.requests = 0
