@@ -277,16 +277,18 @@ def open_pty() -> tuple[int, int, str]:
 # ---------------------------------------------------------------- CLI
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model dir (model.tflite + card.json) or .tflite file")
+    p.add_argument("--model", required=True, help="model dir (model.tflite + card.json), .tflite file, or 10cls_GRAY/v4")
     p.add_argument("--baud", type=int, default=0, help="pace both directions like an 8N1 UART at N baud (0: unpaced)")
     p.add_argument("--reset-after", type=int, default=0, metavar="N",
                    help="simulate a board reset after N inferences (fault tests); SIGUSR1 resets at any time")
 
 
 def run(args: argparse.Namespace) -> int:
+    from digitrec.device import DeviceError, resolve_model
+
     try:
-        dev = VirtualDevice(args.model, baud=args.baud, reset_after=args.reset_after)
-    except ModelError as exc:
+        dev = VirtualDevice(resolve_model(args.model), baud=args.baud, reset_after=args.reset_after)
+    except (ModelError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     master, slave, path = open_pty()
