@@ -6,6 +6,8 @@ left byte for byte:
 
     <!-- bench:begin --> ... <!-- bench:end -->    from reports/bench/bench.json (+ summary.json)
     <!-- models:begin --> ... <!-- models:end -->  from exported_models/*/*/card.json
+    <!-- data:begin --> ... <!-- data:end -->      from reports/data/stats.json (digitrec data stats)
+    <!-- device:begin --> ... <!-- device:end -->  from reports/compare/compare.json (digitrec compare)
 
 The accuracy-vs-size plot is copied from the report folder to docs/img/ (reports/ is
 not committed) and linked from the bench block.
@@ -99,6 +101,50 @@ def models_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join([NOTE, note, "", bench.md_table(head, body)])
 
 
+def data_block(s: dict[str, Any]) -> str:
+    """Dataset figures from `digitrec data stats --json`."""
+    sp = s["splits"]
+    return "\n".join([
+        NOTE,
+        "| figure | value |",
+        "| --- | --- |",
+        f"| usable images (labelled, decodable, after dedup) | {s['images']:,} |",
+        f"| meter folders (groups) | {s['groups']} |",
+        f"| skipped files (each listed with its reason) | {s['skipped']} |",
+        f"| groups of identical images / extra copies | {s['duplicate_groups']:,} / {s['duplicate_copies']:,} |",
+        f"| duplicate groups with conflicting labels (excluded) | {s['conflicting_groups']} |",
+        f"| near-duplicate clusters (largest) | {s['near_duplicate_clusters']:,} ({s['largest_cluster']}) |",
+        f"| split ({s['split_mode']}): train / val / test | {sp['train']:,} / {sp['val']:,} / {sp['test']:,} |",
+        f"| data fingerprint | `{s['fingerprint']}` |",
+    ])  # fmt: skip
+
+
+def device_block(doc: dict[str, Any]) -> str:
+    """Host-vs-device runs from `digitrec compare`'s compare.json."""
+    lines = [
+        NOTE,
+        "| board | model | mode | images | device acc | PC acc | agreement | agreement (ref kernels) |"
+        " invoke us (median) | preprocess us (median) | link, % of line rate | retries / resets | timings |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in doc["runs"]:
+        lines.append(
+            f"| {r['board']} | {r['model']} ({r['classes']} {r['color']}) | {r['mode']} | {r['images']} "
+            f"| {_pct(r['device_accuracy'])} | {_pct(r['host_accuracy'])} | {_pct(r['agreement'])} "
+            f"| {_pct(r.get('agreement_ref_kernels'))} | {r['device_infer_us_median']:,.0f} "
+            f"| {r['device_preprocess_us_median']:,.0f} | {_pct(r['link_utilization'], 1)} of {r['baud']} baud "
+            f"| {r['retries']} / {r['resets']} | {r['timings_source']} |"
+        )
+    for rt in doc.get("raw_vs_tensor", []):
+        lines.append(f"\nRaw mode (device preprocessing) vs tensor mode: {rt['same_class']} of {rt['images']} "
+                     f"classes and {rt['same_scores']} of {rt['images']} score vectors identical.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x * 100:.{digits}f} %"
+
+
 def _link(target: Path, readme: Path) -> str:
     """Path of target relative to the README's folder (Markdown image links are relative)."""
     import os
@@ -112,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         "--json", type=Path, default=bench.REPORT_DIR / "bench.json", help="rows from digitrec bench"
     )
     p.add_argument("--models-dir", type=Path, default=bench.MODELS_DIR)
+    p.add_argument("--stats", type=Path, default=REPO / "reports" / "data" / "stats.json")
+    p.add_argument("--compare", type=Path, default=REPO / "reports" / "compare" / "compare.json")
     p.add_argument("--readme", type=Path, default=REPO / "README.md")
     p.add_argument("--plot-dest", type=Path, default=PLOT_DEST, help="where the README's plot copy goes")
     p.add_argument("--check", action="store_true", help="exit 1 if the README is out of date; write nothing")
@@ -132,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"readme_tables: {args.json} not found (run `digitrec bench` first); bench block left as is",
               file=sys.stderr)  # fmt: skip
+    for name, path, make in (("data", args.stats, data_block), ("device", args.compare, device_block)):
+        if path.is_file():
+            new, _ = replace_block(new, name, make(json.loads(path.read_text())))
+        else:
+            print(f"readme_tables: {path} not found; {name} block left as is", file=sys.stderr)
     new, found = replace_block(new, "models", models_block(load_cards(args.models_dir)))
     if not found:
         print("readme_tables: no <!-- models:begin/end --> markers in the README", file=sys.stderr)
