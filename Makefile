@@ -55,6 +55,7 @@ bench: install
 # Regenerate README.md's tables and plot from the reports written by `make bench`.
 readme: install
 	$(PY) tools/readme_tables.py --json $(REPORT)/bench/bench.json
+	$(PY) tools/readme_tables.py --json $(REPORT)/bench/bench.json --readme docs/training.md
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -141,6 +141,18 @@ def device_block(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def training_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
+    """Measured training wall time and epochs per shipped model, from the cards."""
+    lines = [NOTE, "| model | float epochs (best) | QAT epochs | wall time | int8 test acc. |", "| --- | --- | --- | --- | --- |"]
+    for mid, c in cards:
+        t = c.get("training", {})
+        lines.append(
+            f"| {mid} | {t.get('epochs', '-')} ({t.get('best_epoch', '-')}) | {t.get('qat_epochs', '-')} "
+            f"| {t.get('wall_s', 0) / 60:.1f} min | {_pct(c.get('accuracy', {}).get('int8_test'), 1)} |"
+        )
+    return "\n".join(lines)
+
+
 def _pct(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x * 100:.{digits}f} %"
 
@@ -185,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             new, _ = replace_block(new, name, make(json.loads(path.read_text())))
         else:
             print(f"readme_tables: {path} not found; {name} block left as is", file=sys.stderr)
-    new, found = replace_block(new, "models", models_block(load_cards(args.models_dir)))
+    cards = load_cards(args.models_dir)
+    new, _ = replace_block(new, "training", training_block(cards))
+    new, found = replace_block(new, "models", models_block(cards))
     if not found:
         print("readme_tables: no <!-- models:begin/end --> markers in the README", file=sys.stderr)
     if args.check:
