@@ -176,11 +176,10 @@ def _read_cache(path: Path) -> dict[tuple[str, int, int], tuple]:
     except (OSError, ValueError, KeyError):
         return {}
     out = {}
-    for row, m in enumerate(meta):
-        key = (m["rel"], m["size"], m["mtime"])
+    for m in meta:
         ok = m["row"] >= 0
-        out[key] = (m["rel"], m["sha"], m["pix"], gray[m["row"]] if ok else None, rgb[m["row"]] if ok else None, m["err"])
-        del row
+        entry = (m["rel"], m["sha"], m["pix"], gray[m["row"]] if ok else None, rgb[m["row"]] if ok else None, m["err"])
+        out[(m["rel"], m["size"], m["mtime"])] = entry
     return out
 
 
