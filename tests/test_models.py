@@ -48,8 +48,10 @@ def test_v4_has_about_51k_weights():
     assert 49_000 <= weight_count(create_model("v4", 10, "gray")) <= 53_000
 
 
-def test_fold_batchnorm_is_exact():
-    m = create_model("dr", 100, "gray")
+@pytest.mark.parametrize(("name", "classes"), [("dr", 100), ("original_haverland", 10)])
+def test_fold_batchnorm_is_exact(name, classes):
+    """Conv+BN pairs merge; a stand-alone (input) BN becomes an exact 1x1 depthwise conv."""
+    m = create_model(name, classes, "gray")
     for layer in m.layers:  # non-trivial BN statistics
         if "batch_normalization" in layer.name:
             g, b, mu, var = layer.get_weights()
@@ -57,7 +59,7 @@ def test_fold_batchnorm_is_exact():
             layer.set_weights([g * r.uniform(0.5, 2, g.shape), b + r.normal(0, 0.1, b.shape),
                                mu + r.normal(0, 0.1, mu.shape), var * r.uniform(0.5, 2, var.shape)])
     folded = qat.fold_batchnorm(m)
-    assert not any("batch_normalization" in layer.name for layer in folded.layers)
+    assert not any(type(layer).__name__ == "BatchNormalization" for layer in folded.layers)
     x = np.random.default_rng(1).random((4, 32, 20, 1)).astype("float32")
     np.testing.assert_allclose(m.predict(x, verbose=0), folded.predict(x, verbose=0), atol=1e-5)
 

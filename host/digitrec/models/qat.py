@@ -2,12 +2,13 @@
 
 ``quantize(model)`` first folds every BatchNorm that follows a Conv2D / DepthwiseConv2D /
 Dense into that layer's kernel and bias (``fold_batchnorm``): tfmot 0.8.1 with TF 2.21
-otherwise leaves a per-channel int8 MUL after each conv (worse accuracy, bigger file). It
-then annotates every layer: layers that tfmot's default 8-bit registry
-supports get its config; the few it does not (``Multiply`` for squeeze-excitation, a
-stand-alone ``BatchNormalization`` on the input) get ``OutputQuantizeConfig``, which
-fake-quantizes only the layer's output, exactly what the int8 converter does for MUL /
-ADD. Any other failure propagates: there is no float fallback.
+otherwise leaves a per-channel int8 MUL after each conv (worse accuracy, bigger file). A
+stand-alone BatchNorm (``original_haverland``'s input BN) becomes the exactly equivalent
+1x1 depthwise conv with bias: quantized as a BN, the converter left the model's input
+quantizer in float. It then annotates every layer: layers that tfmot's default 8-bit
+registry supports get its config; ``Multiply`` (squeeze-excitation) gets
+``OutputQuantizeConfig``, which fake-quantizes only the layer's output, exactly what the
+int8 converter does for MUL. Any other failure propagates: there is no float fallback.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def _annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
     if isinstance(layer, keras.layers.InputLayer):
         return layer.__class__.from_config(layer.get_config())
     clone = layer.__class__.from_config(layer.get_config())
-    if isinstance(layer, (keras.layers.Multiply,)) or (
+    if isinstance(layer, keras.layers.Multiply) or (
         isinstance(layer, keras.layers.BatchNormalization) and not _Registry().supports(layer)
     ):
         return _q.quantize_annotate_layer(clone, OutputQuantizeConfig())
@@ -117,8 +118,19 @@ def _bn_full(bn: keras.layers.BatchNormalization) -> list:
     return [gamma, beta, w[0], w[1]]
 
 
+def _bn_as_depthwise(bn: keras.layers.BatchNormalization) -> tuple[keras.layers.Layer, list]:
+    """A 1x1 DepthwiseConv2D (with bias) computing ``bn``'s inference affine map exactly."""
+    import numpy as np
+
+    gamma, beta, mean, var = _bn_full(bn)
+    s = gamma / np.sqrt(var + bn.epsilon)
+    layer = keras.layers.DepthwiseConv2D(1, use_bias=True, name=bn.name + "_affine")
+    return layer, [s.reshape(1, 1, -1, 1).astype(np.float32), (beta - mean * s).astype(np.float32)]
+
+
 def fold_batchnorm(model: keras.Model) -> keras.Model:
-    """Functional copy of ``model`` with Conv/Dense+BatchNorm pairs merged (inference-exact)."""
+    """Functional copy of ``model`` with Conv/Dense+BatchNorm pairs merged and any stand-alone
+    4-D BatchNorm turned into a 1x1 depthwise conv (both inference-exact)."""
     pairs = _fold_pairs(model)
     folded_bn = set(pairs.values())
     tensors: dict[str, object] = {}
@@ -130,6 +142,11 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
         srcs = [tensors[s.name] for s in _inbound(layer)]
         if layer.name in folded_bn:
             tensors[layer.name] = srcs[0]
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization) and len(layer.input_shape) == 4:
+            new, weights = _bn_as_depthwise(layer)
+            tensors[layer.name] = new(srcs[0])
+            new.set_weights(weights)
             continue
         cfg = layer.get_config()
         if layer.name in pairs:
