@@ -172,3 +172,34 @@ def test_real_data_slice(tmp_path):
     x = preprocess.to_int8(splits.x["test"][:16], q)
     diff = export.tflm_predict(data, x, card["arena_bytes"]).astype(int) - export.litert_predict(data, x).astype(int)
     assert np.abs(diff).max() <= 1
+
+
+def test_distillation_targets_mix_teacher_and_labels():
+    x, y = synthetic(64, 10, 0)
+    teacher = np.random.default_rng(0).dirichlet(np.ones(10), 64).astype(np.float32)
+    cfg = train.TrainConfig(model="v4", classes=10, epochs=1, batch=16, label_smoothing=0.0, kd_alpha=0.25,
+                            teachers=("t",), augment={"rotate_deg": 0.0})
+    ds, steps = train.train_dataset(x, y, cfg, 0, teacher)
+    perm = np.random.default_rng([cfg.seed, 0]).permutation(64)[:16]
+    _, target = next(iter(ds))
+    expected = 0.75 * np.eye(10)[y[perm]] + 0.25 * teacher[perm]
+    np.testing.assert_allclose(target.numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.skipif(not os.environ.get("DIGITREC_DATA"), reason="DIGITREC_DATA not set")
+def test_teacher_probabilities_from_shipped_models():
+    """A shipped 100-class model teaches a 10-class student: tenths summed into digit bins."""
+    from digitrec.bench import MODELS_DIR
+
+    splits = train.load_splits(os.environ["DIGITREC_DATA"], "gray", 10, limit=256)
+    x, y, info = splits.x["train"], splits.y["train"], splits.info
+    p = train.teacher_probabilities(("100cls_GRAY/v16",), x, 10, "gray", info, MODELS_DIR)
+    assert p.shape == (len(x), 10)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    assert np.mean(p.argmax(axis=1) == y) > 0.9
+    with pytest.raises(ValueError, match="cannot teach"):
+        train.teacher_probabilities(("10cls_GRAY/v4",), x, 100, "gray", info, MODELS_DIR)
+    with pytest.raises(ValueError, match="another data version"):
+        train.teacher_probabilities(("10cls_GRAY/v4",), x, 10, "gray", {**info, "fingerprint": "x"}, MODELS_DIR)
+    with pytest.raises(ValueError, match="colour"):
+        train.teacher_probabilities(("10cls_GRAY/v4",), x, 10, "rgb", info, MODELS_DIR)

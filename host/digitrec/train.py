@@ -12,6 +12,11 @@ conversion half of this stage) and keeps resumable checkpoints under ``runs/`` (
   noise; RGB also gets a small per-channel gain.
 * Labels: label smoothing; for 100 classes most of the smoothing mass goes to the two
   neighbouring tenths (circular), which matches how uncertain the labels really are.
+* Distillation (``--teacher 100cls_GRAY/v16 ...``): exported int8 models of the same split
+  score every training image once (LiteRT); their mean probabilities, a 100-class teacher's
+  summed into digit bins for a 10-class student, are mixed into the targets with weight
+  ``kd_alpha``. Tenths-trained teachers know where the x.4/x.5 boundary lies better than
+  the rounded digit labels say.
 * Phases ``float`` and ``qat`` each checkpoint (model + optimizer) every epoch, keep the best
   weights by validation accuracy, stop early, and log to CSV.
 * QAT failure is an error; there is no fallback to a float or dynamic-range model.
@@ -52,6 +57,8 @@ class TrainConfig:
     limit: int = 0  # 0 = all training images
     split_mode: str = "cluster"
     augment: dict = field(default_factory=dict)
+    teachers: tuple[str, ...] = ()  # exported model ids, e.g. "100cls_GRAY/v16"
+    kd_alpha: float = 0.5
 
     def aug(self) -> dict:
         defaults = {
@@ -72,6 +79,9 @@ class TrainConfig:
         doc = {k: v for k, v in asdict(self).items()}
         doc["augment"] = self.aug()
         doc["code_version"] = CODE_VERSION
+        if not self.teachers:  # keep the hashes of runs made before distillation existed
+            doc.pop("teachers")
+            doc.pop("kd_alpha")
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -110,6 +120,7 @@ class Splits:
     x: dict[str, np.ndarray]
     y: dict[str, np.ndarray]
     info: dict
+    teacher: np.ndarray | None = None  # train x classes: mean teacher probabilities
 
 
 def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster", limit: int = 0, seed: int = 0) -> Splits:
@@ -129,6 +140,36 @@ def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster
     if limit:
         info["train_limit"] = int(limit)
     return Splits(xs, ys, info)
+
+
+def teacher_probabilities(teachers: tuple[str, ...], x: np.ndarray, classes: int, color: str, info: dict,
+                          models_dir: Path) -> np.ndarray:
+    """Mean class probabilities of exported int8 teachers on ``x`` (uint8 training images).
+
+    A teacher must have been trained on the same data fingerprint and split mode (else its
+    training set may hold the student's test images), take the student's colour, and have
+    100 classes or the student's class count.
+    """
+    from digitrec import bench, labels, preprocess
+
+    probs = []
+    for tid in teachers:
+        path = Path(models_dir) / tid / "model.tflite"
+        m = bench.load_model(tid, path)
+        data = (m.card or {}).get("data", {})
+        if data.get("fingerprint") != info["fingerprint"] or data.get("split_mode") != info["split_mode"]:
+            raise ValueError(f"teacher {path}: trained on another data version or split mode (see its card)")
+        if m.color != color.upper():
+            raise ValueError(f"teacher {path}: colour {m.color} does not match the student's {color.upper()}")
+        if m.classes not in (100, classes):
+            raise ValueError(f"teacher {path}: a {m.classes}-class teacher cannot teach {classes} classes")
+        out = bench.predict_batched(m.data, preprocess.to_int8(x, m.in_q), 256, False, 1)
+        p = bench.probabilities(out, m.out_q, bool(m.ops) and m.ops[-1] == "SOFTMAX").astype(np.float64)
+        if m.classes != classes:  # tenths -> digit bins (nearest digit, half up)
+            bins = labels.class10_from_class100(np.arange(100))
+            p = np.stack([p[:, bins == d].sum(axis=1) for d in range(10)], axis=1)
+        probs.append(p / p.sum(axis=1, keepdims=True))
+    return np.mean(probs, axis=0).astype(np.float32)
 
 
 def soft_labels(y, classes: int, eps: float):
@@ -198,8 +239,13 @@ def augment(images, seed, aug: dict):
     return tf.clip_by_value(x, 0.0, 1.0)
 
 
-def train_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, start_epoch: int):
-    """Batches for epochs [start_epoch, cfg.epochs); returns (dataset, steps_per_epoch)."""
+def train_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, start_epoch: int,
+                  teacher: np.ndarray | None = None):
+    """Batches for epochs [start_epoch, cfg.epochs); returns (dataset, steps_per_epoch).
+
+    With ``teacher`` (N x classes probabilities) the targets are
+    ``(1 - kd_alpha) * smoothed labels + kd_alpha * teacher``.
+    """
     import tensorflow as tf
 
     n = len(x)
@@ -209,12 +255,16 @@ def train_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, start_epoch: i
     idx = np.concatenate(perms).reshape(-1, batch).astype(np.int32)
     step0 = start_epoch * steps
     xs, ys = tf.constant(x), tf.constant(y)
+    ts = None if teacher is None else tf.constant(teacher, tf.float32)
     aug = cfg.aug()
 
     def make(i, step):
         imgs = tf.cast(tf.gather(xs, i), tf.float32) / 255.0
         imgs = augment(imgs, tf.stack([tf.cast(cfg.seed, tf.int64), step]), aug)
-        return imgs, soft_labels(tf.gather(ys, i), cfg.classes, cfg.label_smoothing)
+        target = soft_labels(tf.gather(ys, i), cfg.classes, cfg.label_smoothing)
+        if ts is not None:
+            target = (1.0 - cfg.kd_alpha) * target + cfg.kd_alpha * tf.gather(ts, i)
+        return imgs, target
 
     steps_t = np.arange(step0, step0 + len(idx), dtype=np.int64)
     ds = tf.data.Dataset.from_tensor_slices((idx, steps_t)).map(make, num_parallel_calls=2)
@@ -294,7 +344,8 @@ def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: floa
         ckpt.restore(manager.latest_checkpoint)
         print(f"resuming {phase_dir} at epoch {start}")
     if not state.get("done") and start < epochs and state.get("wait", 0) < cfg.patience:
-        ds, steps = train_dataset(splits.x["train"], splits.y["train"], replace(cfg, epochs=epochs), start)
+        ds, steps = train_dataset(splits.x["train"], splits.y["train"], replace(cfg, epochs=epochs), start,
+                                  splits.teacher)
         callbacks = [
             keras.callbacks.LearningRateScheduler(_lr_schedule(lr, epochs)),
             _make_callback(model, phase_dir, cfg.patience, state, manager),
@@ -327,7 +378,8 @@ def quantize_for_training(model):
         raise RuntimeError(f"QAT of {model.name!r} failed: {exc}") from exc
 
 
-def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Path = Path(RUNS_DIR)) -> dict:
+def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Path = Path(RUNS_DIR),
+                teachers_dir: Path = Path("exported_models")) -> dict:
     """Float phase, QAT phase, export; returns the model card."""
     from digitrec import export
     from digitrec.models import create_model, get_family, weight_count
@@ -337,6 +389,9 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
     rdir = run_dir(runs_root, cfg)
     rdir.mkdir(parents=True, exist_ok=True)
     _write_json(rdir / "config.json", {**asdict(cfg), "augment": cfg.aug(), "config_hash": cfg.config_hash()})
+    if cfg.teachers and splits.teacher is None:
+        splits = replace(splits, teacher=teacher_probabilities(
+            cfg.teachers, splits.x["train"], cfg.classes, cfg.color, splits.info, teachers_dir))
     model = create_model(cfg.model, cfg.classes, cfg.color)
     float_state = run_phase(model, splits, cfg, rdir / "float", cfg.lr, cfg.epochs)
     model.save(str(rdir / "float.keras"))
@@ -364,6 +419,8 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
             "batch": cfg.batch,
             "label_smoothing": cfg.label_smoothing,
             "augment": cfg.aug(),
+            "teachers": list(cfg.teachers),
+            "kd_alpha": cfg.kd_alpha if cfg.teachers else None,
             "val_accuracy_float": float_state.get("best"),
             "val_accuracy_qat": qat_state.get("best"),
         },
@@ -453,8 +510,24 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         model=model, classes=classes, color=color,
         epochs=args.epochs or rec_epochs, qat_epochs=rec_qat if args.qat_epochs is None else args.qat_epochs,
         batch=args.batch, seed=args.seed, limit=args.limit or 0, patience=args.patience,
-        split_mode=args.split_mode,
+        split_mode=args.split_mode, augment=parse_aug(args.aug or []),
+        teachers=tuple(args.teacher or ()), kd_alpha=args.kd_alpha,
     )
+
+
+def parse_aug(items: list[str]) -> dict:
+    """``["shift_y=0.015", ...]`` -> overrides of TrainConfig.aug(); unknown keys are an error."""
+    known = TrainConfig("x").aug()
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"--aug {item!r}: expected KEY=VALUE with KEY one of {', '.join(known)}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise SystemExit(f"--aug {item!r}: {value!r} is not a number") from None
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -479,7 +552,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(f"=== {model} {classes}cls {color.upper()} (epochs {cfg.epochs}, qat {cfg.qat_epochs})", flush=True)
         try:
-            train_model(cfg, cache[key], Path(args.out), Path(args.runs))
+            train_model(cfg, cache[key], Path(args.out), Path(args.runs), Path(args.teachers_dir))
         except Exception as exc:  # --all keeps going; a single model run fails loudly
             if not args.all:
                 raise
@@ -511,6 +584,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="use at most N training images (quick runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-mode", choices=("cluster", "group"), default="cluster")
+    p.add_argument("--aug", nargs="+", metavar="KEY=VALUE", help="augmentation overrides, e.g. shift_y=0.015")
+    p.add_argument("--teacher", nargs="+", action="extend", metavar="MODEL_ID",
+                   help="distil from exported models, e.g. 100cls_GRAY/v16 (same data and split)")
+    p.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the teachers in the targets")
+    p.add_argument("--teachers-dir", default="exported_models", help="where --teacher ids live")
     p.add_argument("--out", default="exported_models", help="export root (default exported_models)")
     p.add_argument("--runs", default=RUNS_DIR, help="checkpoint root, outside git (default runs)")
     p.add_argument("--all", action="store_true", help="train the whole zoo, skipping up-to-date cards")
