@@ -308,3 +308,14 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
     assert "| 10cls_GRAY/v4 | - | 10 | GRAY | 40,000 |" in text.split("<!-- models:begin -->")[1]
     assert (tmp_path / "docs" / "img" / "acc.png").read_bytes() == b"png"
     assert tool.main([*args, "--check"]) == 0  # idempotent
+
+
+def test_digit_accuracy_split_at_the_rounding_boundary():
+    # tenths 44 and 45 sit on the x.4/x.5 boundary; 12, 78, 90 do not
+    y100 = np.array([44, 45, 12, 78, 90])
+    y10 = np.array([4, 5, 1, 8, 9])
+    pred10 = np.array([5, 5, 1, 8, 0])  # wrong at 4.4 and at 9.0
+    m = bench.accuracy_metrics(pred10, y10, 10, y100)
+    assert m["accuracy_digit_boundary"] == 0.5 and m["accuracy_digit_clear"] == pytest.approx(2 / 3)
+    m = bench.accuracy_metrics(np.array([45, 44, 12, 78, 90]), y100, 100, y100)  # tenths, mapped to digits
+    assert m["accuracy_digit_boundary"] == 0.0 and m["accuracy_digit_clear"] == 1.0

@@ -60,6 +60,7 @@ PUBLISHED: list[dict[str, Any]] = [
 ROW_KEYS = [
     "model", "classes", "color", "images", "accuracy", "accuracy_tol", "size_bytes", "params",
     "arena_bytes", "macs", "pc_inf_per_s", "pc_e2e_per_s", "pc_batched_inf_per_s", "accuracy_digit",
+    "accuracy_digit_clear", "accuracy_digit_boundary",
     "name", "family", "path", "sha256", "ops", "interpreter", "threads", "split", "split_mode",
     "data_fingerprint", "data_match", "card_accuracy", "batched", "batch_agrees", "cache_agrees",
     "loop_images", "eval_s", "loop_est_s", "eval_cpu_s", "loop_est_cpu_s", "speedup",
@@ -74,16 +75,19 @@ class BenchError(Exception):
 # ----------------------------------------------------------------------------- metrics
 
 
-def accuracy_metrics(pred: np.ndarray, y: np.ndarray, classes: int) -> dict[str, Any]:
+def accuracy_metrics(pred: np.ndarray, y: np.ndarray, classes: int, y100: np.ndarray | None = None) -> dict[str, Any]:
     """Exact accuracy; for 100 classes also within-0.1 (circular) and the digit accuracy.
 
     ``accuracy_digit`` maps both prediction and label to the 10-class digit (nearest,
-    half up, mod 10) so 10- and 100-class models can be compared on one scale.
+    half up, mod 10) so 10- and 100-class models can be compared on one scale. With the
+    tenths labels ``y100`` it is also split into images at the rounding boundary (tenth
+    x.4 or x.5, where the digit label hinges on one tenth of label noise) and the rest.
     """
     pred = np.asarray(pred, dtype=np.int64)
     y = np.asarray(y, dtype=np.int64)
     if len(y) == 0:
-        return {"accuracy": None, "accuracy_tol": None, "accuracy_digit": None, "per_class_accuracy": []}
+        return {"accuracy": None, "accuracy_tol": None, "accuracy_digit": None, "accuracy_digit_clear": None,
+                "accuracy_digit_boundary": None, "per_class_accuracy": []}
     exact = float(np.mean(pred == y))
     tol = digit = None
     if classes == 100:
@@ -92,7 +96,14 @@ def accuracy_metrics(pred: np.ndarray, y: np.ndarray, classes: int) -> dict[str,
     else:
         digit = exact
     per_class = [float(np.mean(pred[y == c] == c)) if np.any(y == c) else None for c in range(classes)]
-    return {"accuracy": exact, "accuracy_tol": tol, "accuracy_digit": digit, "per_class_accuracy": per_class}
+    clear = boundary = None
+    if y100 is not None:
+        ok = (labels.class10_from_class100(pred) if classes == 100 else pred) == labels.class10_from_class100(y100)
+        at = np.isin(np.asarray(y100) % 10, (4, 5))
+        clear = float(np.mean(ok[~at])) if np.any(~at) else None
+        boundary = float(np.mean(ok[at])) if np.any(at) else None
+    return {"accuracy": exact, "accuracy_tol": tol, "accuracy_digit": digit, "accuracy_digit_clear": clear,
+            "accuracy_digit_boundary": boundary, "per_class_accuracy": per_class}
 
 
 def confusion(pred: np.ndarray, y: np.ndarray, classes: int) -> np.ndarray:
@@ -564,7 +575,8 @@ def evaluate(row: dict[str, Any], m: Model, data: DataSource, opt: Options) -> N
         if not row["cache_agrees"]:
             row["warnings"].append("cached arrays differ from preprocess.preprocess() on the decoded files")
     pred = out.argmax(axis=1).astype(np.int64)
-    row.update(accuracy_metrics(pred, y, m.classes))
+    y100 = data.arrays(m.color, 100)[1]  # same images, tenths labels
+    row.update(accuracy_metrics(pred, y, m.classes, y100))
     check_card_accuracy(row)
     if opt.plots:
         conf = probabilities(out, m.out_q, bool(m.ops) and m.ops[-1] == "SOFTMAX").max(axis=1)
@@ -788,16 +800,17 @@ def fmt_num(v: Any, fmt: str = ",.0f") -> str:
     return "-" if v is None else format(v, fmt)
 
 
-TABLE_HEAD = ["model", "classes", "color", "images", "accuracy", "within 0.1", "params", "size KB",
-              "arena KB", "MACs", "PC inf/s", "PC e2e/s"]  # fmt: skip
+TABLE_HEAD = ["model", "classes", "color", "images", "accuracy", "within 0.1", "digit (not x.4/x.5)",
+              "digit (x.4/x.5)", "params", "size KB", "arena KB", "MACs", "PC inf/s", "PC e2e/s"]  # fmt: skip
 
 
 def table_cells(r: dict[str, Any]) -> list[str]:
     if r.get("error"):
-        return [r["model"], fmt_num(r.get("classes"), "d"), r.get("color") or "-", "ERROR"] + [""] * 8
+        return [r["model"], fmt_num(r.get("classes"), "d"), r.get("color") or "-", "ERROR"] + [""] * 10
     return [
         r["model"], str(r["classes"]), r["color"], fmt_num(r["images"], "d"), fmt_pct(r["accuracy"]),
-        fmt_pct(r["accuracy_tol"]), fmt_num(r["params"]), fmt_kb(r["size_bytes"]), fmt_kb(r["arena_bytes"]),
+        fmt_pct(r["accuracy_tol"]), fmt_pct(r.get("accuracy_digit_clear")), fmt_pct(r.get("accuracy_digit_boundary")),
+        fmt_num(r["params"]), fmt_kb(r["size_bytes"]), fmt_kb(r["arena_bytes"]),
         fmt_num(r["macs"]), fmt_num(r["pc_inf_per_s"]), fmt_num(r["pc_e2e_per_s"]),
     ]  # fmt: skip
 
@@ -805,7 +818,7 @@ def table_cells(r: dict[str, Any]) -> list[str]:
 def published_cells(p: dict[str, Any], short: bool = False) -> list[str]:
     size = "-" if p["size_kb"] is None else f"{p['size_kb']:.1f}"
     return [f"{p['model']} *" if short else f"{p['model']} *{PUBLISHED_NOTE}*", str(p["classes"]), p["color"], "-", fmt_pct(p["accuracy"]),
-            "-", "-", size, "-", "-", "-", "-"]  # fmt: skip
+            "-", "-", "-", "-", size, "-", "-", "-", "-"]  # fmt: skip
 
 
 def row_order(r: dict[str, Any]) -> tuple:
