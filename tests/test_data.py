@@ -184,3 +184,18 @@ def test_real_data_cached_load_is_fast(real_data: Path) -> None:
     ds = data.load_dataset(real_data, progress=False)
     assert ds.from_cache == len(ds.items)
     assert time.perf_counter() - t0 < 3.0
+
+
+def test_label_consistency_of_near_identical_frames() -> None:
+    """Twins in one folder: 4.4/4.5 disagree on the digit at the boundary; 2.0/2.0 agree."""
+    r = np.random.default_rng(0)
+    base_a, base_b, other = (r.integers(0, 255, (32, 20, 1)) for _ in range(3))
+    imgs = [base_a, base_a + r.integers(0, 3, base_a.shape), base_b, base_b + 1, other]
+    specs = [("m1", 4.4), ("m1", 4.5), ("m2", 2.0), ("m2", 2.0), ("m3", 7.0)]
+    items = [data.Item(f"{g}/{v}_{k}.jpg", g, v, str(k), str(k)) for k, (g, v) in enumerate(specs)]
+    gray = np.clip(np.stack(imgs), 0, 255).astype(np.uint8)
+    ds = data.Dataset(Path("."), items, gray, np.repeat(gray, 3, axis=3), [])
+    lc = data.label_consistency(ds)
+    assert lc["twins"] == 4  # the lone image in m3 has no partner
+    assert lc["tenth_agree"] == 0.5 and lc["tenth_within_1"] == 1.0
+    assert lc["digit_agree"] == 0.5 and lc["digit_agree_boundary"] == 0.0 and lc["digit_agree_clear"] == 1.0

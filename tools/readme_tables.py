@@ -115,8 +115,25 @@ def data_block(s: dict[str, Any]) -> str:
         f"| duplicate groups with conflicting labels (excluded) | {s['conflicting_groups']} |",
         f"| near-duplicate clusters (largest) | {s['near_duplicate_clusters']:,} ({s['largest_cluster']}) |",
         f"| split ({s['split_mode']}): train / val / test | {sp['train']:,} / {sp['val']:,} / {sp['test']:,} |",
+        *label_rows(s.get("label_consistency")),
         f"| data fingerprint | `{s['fingerprint']}` |",
     ])  # fmt: skip
+
+
+def label_rows(lc: dict[str, Any] | None) -> list[str]:
+    """Label agreement of near-identical frames: the label-noise ceiling for the targets."""
+    if not lc or not lc.get("twins"):
+        return []
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f} %"
+
+    return [
+        f"| near-identical frame pairs of one meter (corr >= {lc['threshold']}) | {lc['twins']:,} |",
+        f"| ... whose labels give the same tenth / within 0.1 | {pct(lc['tenth_agree'])} / {pct(lc['tenth_within_1'])} |",
+        f"| ... the same digit: overall / at x.4-x.5 / elsewhere | {pct(lc['digit_agree'])} / "
+        f"{pct(lc['digit_agree_boundary'])} / {pct(lc['digit_agree_clear'])} |",
+    ]
 
 
 def device_block(doc: dict[str, Any]) -> str:

@@ -37,6 +37,7 @@ SPLIT_PERCENT = {"test": 15, "val": 15}
 # folders (copied folders), so clusters chain frames of one meter, not different meters.
 NEAR_DUP_SAME_FOLDER = 0.85
 NEAR_DUP_OTHER_FOLDER = 0.93
+TWIN_CORRELATION = 0.98  # "visually the same frame" for the label-consistency figure
 CACHE_VERSION = 1
 _PREPROCESS_KEY = f"{preprocess.GRAY_WEIGHTS}-{preprocess.RESIZE_FILTER}-{preprocess.HEIGHT}x{preprocess.WIDTH}"
 
@@ -388,6 +389,51 @@ def get_split_arrays(
 # ---------------------------------------------------------------- stats and CLI
 
 
+def label_consistency(ds: Dataset, threshold: float = TWIN_CORRELATION) -> dict[str, object]:
+    """How often the labels of two near-identical frames of one meter agree.
+
+    Every usable image is paired with its most similar other image in the same folder
+    (Pearson correlation of the 32x20 gray pixels); pairs at or above ``threshold`` are
+    "twins". Their label agreement estimates the label noise, and so the accuracy a model
+    can be expected to reach: a classifier gives twins the same answer, so it cannot match
+    both labels of a disagreeing pair.
+    """
+    usable = np.asarray(ds.usable, dtype=np.int64)
+    vec = _normalized(ds.gray[usable]) if len(usable) else np.zeros((0, 1), np.float32)
+    best = np.full(len(usable), -1.0)
+    partner = np.arange(len(usable))
+    members: dict[str, list[int]] = defaultdict(list)
+    for pos, i in enumerate(usable):
+        members[ds.items[i].group].append(pos)
+    for pos_list in members.values():
+        m = np.asarray(pos_list)
+        if len(m) < 2:
+            continue
+        sim = vec[m] @ vec[m].T
+        np.fill_diagonal(sim, -2.0)
+        j = sim.argmax(axis=1)
+        best[m], partner[m] = sim[np.arange(len(m)), j], m[j]
+    twins = np.flatnonzero(best >= threshold)
+    c100 = np.array([ds.items[i].class100 for i in usable], dtype=np.int64)
+    a, b = c100[twins], c100[partner[twins]]
+    dist = labels.circular_distance(a, b)
+    digit_same = labels.class10_from_class100(a) == labels.class10_from_class100(b)
+    at_boundary = np.isin(a % 10, (4, 5))
+
+    def mean(v: np.ndarray) -> float | None:
+        return float(np.mean(v)) if len(v) else None
+
+    return {
+        "threshold": threshold,
+        "twins": int(len(twins)),
+        "tenth_agree": mean(dist == 0),
+        "tenth_within_1": mean(dist <= 1),
+        "digit_agree": mean(digit_same),
+        "digit_agree_boundary": mean(digit_same[at_boundary]),
+        "digit_agree_clear": mean(digit_same[~at_boundary]),
+    }
+
+
 def stats(ds: Dataset, mode: str = "cluster") -> dict[str, object]:
     """The JSON summary of `digitrec data stats`."""
     usable = ds.usable
@@ -412,6 +458,7 @@ def stats(ds: Dataset, mode: str = "cluster") -> dict[str, object]:
         "split_mode": mode,
         "splits": {s: len(split[s]) for s in SPLITS},
         "excluded": len(split["excluded"]),
+        "label_consistency": label_consistency(ds),
         "load_seconds": round(ds.load_seconds, 2),
         "from_cache": ds.from_cache,
     }
@@ -457,6 +504,13 @@ def _print_stats(s: dict[str, object]) -> None:
     sp = s["splits"]
     print(f"split ({s['split_mode']})  train {sp['train']}  val {sp['val']}  test {sp['test']}  excluded {s['excluded']}")
     print("per digit      " + "  ".join(f"{k}:{v}" for k, v in s["per_class_10"].items()))
+    lc = s["label_consistency"]
+    if lc["twins"]:
+        print(
+            f"label noise    {lc['twins']} near-identical frame pairs (corr >= {lc['threshold']}): same tenth"
+            f" {100 * lc['tenth_agree']:.1f} %, within 0.1 {100 * lc['tenth_within_1']:.1f} %, same digit"
+            f" {100 * lc['digit_agree']:.2f} % ({100 * lc['digit_agree_boundary']:.1f} % at x.4/x.5)"
+        )
     print(f"load time      {s['load_seconds']} s ({s['from_cache']} files from cache)")
 
 
