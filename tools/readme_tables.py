@@ -8,6 +8,7 @@ left byte for byte:
     <!-- models:begin --> ... <!-- models:end -->  from exported_models/*/*/card.json
     <!-- data:begin --> ... <!-- data:end -->      from reports/data/stats.json (digitrec data stats)
     <!-- device:begin --> ... <!-- device:end -->  from reports/compare/compare.json (digitrec compare)
+    <!-- training:begin/end -->, <!-- rgb:begin/end -->  from the model cards
 
 The accuracy-vs-size plot is copied from the report folder to docs/img/ (reports/ is
 not committed) and linked from the bench block.
@@ -87,14 +88,15 @@ def load_cards(models_dir: Path) -> list[tuple[str, dict[str, Any]]]:
 
 def models_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
     head = ["model", "family", "classes", "color", "params", ".tflite KB", "arena KB", "MACs",
-            "int8 test acc.", "within 0.1", "ops"]  # fmt: skip
+            "int8 test acc.", "float test acc.", "int8 - float", "within 0.1", "ops"]  # fmt: skip
     body = []
     for mid, c in sorted(cards, key=lambda mc: (mc[1].get("classes", 0), mc[1].get("color", ""), mc[0])):
         acc = c.get("accuracy") or {}
         body.append([
             mid, str(c.get("family", "-")), str(c.get("classes", "-")), str(c.get("color", "-")),
             bench.fmt_num(c.get("params")), bench.fmt_kb(c.get("tflite_bytes")), bench.fmt_kb(c.get("arena_bytes")),
-            bench.fmt_num(c.get("macs")), bench.fmt_pct(acc.get("int8_test")), bench.fmt_pct(acc.get("int8_test_tol")),
+            bench.fmt_num(c.get("macs")), bench.fmt_pct(acc.get("int8_test")), bench.fmt_pct(acc.get("float_test")),
+            _points(acc.get("int8_test"), acc.get("float_test")), bench.fmt_pct(acc.get("int8_test_tol")),
             ", ".join(sorted(set(c.get("ops") or []))),
         ])  # fmt: skip
     note = "From the model cards (`exported_models/*/*/card.json`, written by `digitrec train`/`export`)."
@@ -170,6 +172,26 @@ def training_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def rgb_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
+    """GRAY vs RGB for every family shipped in both colours (same class count)."""
+    by_key = {(c.get("family"), c.get("classes"), c.get("color")): c for _, c in cards}
+    lines = [NOTE, "| family | classes | GRAY int8 acc. (float epochs) | RGB int8 acc. (float epochs) | RGB - GRAY |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for (family, classes, color), rgb in sorted(by_key.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        gray = by_key.get((family, classes, "GRAY"))
+        if color != "RGB" or gray is None:
+            continue
+        g, r = gray["accuracy"]["int8_test"], rgb["accuracy"]["int8_test"]
+        lines.append(f"| {family} | {classes} | {_pct(g, 1)} ({gray['training'].get('epochs', '-')}) "
+                     f"| {_pct(r, 1)} ({rgb['training'].get('epochs', '-')}) | {_points(r, g)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _points(a: float | None, b: float | None) -> str:
+    """a - b in percentage points."""
+    return "-" if a is None or b is None else f"{100 * (a - b):+.1f} pt"
+
+
 def _pct(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x * 100:.{digits}f} %"
 
@@ -216,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"readme_tables: {path} not found; {name} block left as is", file=sys.stderr)
     cards = load_cards(args.models_dir)
     new, _ = replace_block(new, "training", training_block(cards))
+    new, _ = replace_block(new, "rgb", rgb_block(cards))
     new, found = replace_block(new, "models", models_block(cards))
     if not found:
         print("readme_tables: no <!-- models:begin/end --> markers in the README", file=sys.stderr)
