@@ -71,14 +71,17 @@ def _convert(name: str, classes: int = 10, color: str = "gray") -> bytes:
     return export.convert_int8(qmodel, rep)
 
 
+@pytest.mark.parametrize("color", ["gray", "rgb"])
+@pytest.mark.parametrize("classes", [10, 100])
 @pytest.mark.parametrize("name", FIRMWARE_MODELS)
-def test_qat_converts_with_firmware_ops_only(name):
-    data = _convert(name)
+def test_qat_converts_with_firmware_ops_only(name, classes, color):
+    data = _convert(name, classes, color)
     ops = export.tflite_ops(data)
     export.check_ops(ops, name)  # raises naming the op
     assert "CONV_2D" in ops and "SOFTMAX" in ops
     iq, oq = export.io_quant(data)
-    assert iq["dtype"] == oq["dtype"] == "int8" and oq["shape"] == [10]
+    assert iq["dtype"] == oq["dtype"] == "int8" and oq["shape"] == [classes]
+    assert iq["shape"] == [32, 20, 1 if color == "gray" else 3]
 
 
 @pytest.mark.parametrize(("classes", "budget_kb"), [(10, 64), (100, 100)])
