@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "mnist_quantization"
-#define DR_MODEL_SHA256 "9f7917b1ea82f37959fc8a8e73f49d8d668e5ac5a57eedc1273f5e8fd4642a34"
+#define DR_MODEL_SHA256 "c67da148bfa1a27f13000217c00f33a389f1afa1ebe40010e77d60c6e179bbc2"
 #define DR_MODEL_CLASSES 100
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
