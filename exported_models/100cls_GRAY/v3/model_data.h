@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "v3"
-#define DR_MODEL_SHA256 "aef6b97fa251fff538b0d77cbd7bbbd2db83a35b057969ef685752b2364c0e14"
+#define DR_MODEL_SHA256 "f05a8c9c19fdf1d610d4f4e7ad0dacb73bfdc9c92bf4d1de702e8074f5d4bd91"
 #define DR_MODEL_CLASSES 100
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
