@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "original_haverland"
-#define DR_MODEL_SHA256 "544e4cbdffb9fa73bb9873674e6982d24a4964148440762781d29550e09116f4"
+#define DR_MODEL_SHA256 "ea51afd5b7c9e5b56bf7ac2891caa5e2159afede75fead3bae436162bb36412c"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "RGB"
 #define DR_MODEL_INPUT_H 32
