@@ -126,15 +126,12 @@ def label_rows(lc: dict[str, Any] | None) -> list[str]:
     """Label agreement of near-identical frames: the label-noise ceiling for the targets."""
     if not lc or not lc.get("twins"):
         return []
-
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{100 * v:.1f} %"
-
     return [
         f"| near-identical frame pairs of one meter (corr >= {lc['threshold']}) | {lc['twins']:,} |",
-        f"| ... whose labels give the same tenth / within 0.1 | {pct(lc['tenth_agree'])} / {pct(lc['tenth_within_1'])} |",
-        f"| ... the same digit: overall / at x.4-x.5 / elsewhere | {pct(lc['digit_agree'])} / "
-        f"{pct(lc['digit_agree_boundary'])} / {pct(lc['digit_agree_clear'])} |",
+        f"| ... whose labels give the same tenth / within 0.1 | {_pct(lc['tenth_agree'], 1)} / "
+        f"{_pct(lc['tenth_within_1'], 1)} |",
+        f"| ... the same digit: overall / at x.4-x.5 / elsewhere | {_pct(lc['digit_agree'], 1)} / "
+        f"{_pct(lc['digit_agree_boundary'], 1)} / {_pct(lc['digit_agree_clear'], 1)} |",
     ]
 
 

@@ -99,7 +99,7 @@ def accuracy_metrics(pred: np.ndarray, y: np.ndarray, classes: int, y100: np.nda
     clear = boundary = None
     if y100 is not None:
         ok = (labels.class10_from_class100(pred) if classes == 100 else pred) == labels.class10_from_class100(y100)
-        at = np.isin(np.asarray(y100) % 10, (4, 5))
+        at = labels.at_rounding_boundary(y100)
         clear = float(np.mean(ok[~at])) if np.any(~at) else None
         boundary = float(np.mean(ok[at])) if np.any(at) else None
     return {"accuracy": exact, "accuracy_tol": tol, "accuracy_digit": digit, "accuracy_digit_clear": clear,
@@ -156,6 +156,10 @@ class Model:
     macs: int | None = None
     params: int | None = None
     warnings: list[str] = field(default_factory=list)
+
+    def probabilities(self, out: np.ndarray) -> np.ndarray:
+        """Dequantized class scores of raw int8 outputs (softmax applied if the graph lacks one)."""
+        return probabilities(out, self.out_q, bool(self.ops) and self.ops[-1] == "SOFTMAX")
 
 
 def discover(
@@ -446,6 +450,7 @@ class DataSource:
         self.fingerprint = str(self.ds.fingerprint)
         self._arrays: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, list[str]]] = {}
         self._rgb: list[np.ndarray] | None = None
+        self._tenths: np.ndarray | None = None
         self.decode_s: float | None = None
 
     def arrays(self, color: str, classes: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -454,6 +459,12 @@ class DataSource:
             x, y, paths = self.ds.arrays(self.indices, color=key[0], classes=classes)
             self._arrays[key] = (np.asarray(x), np.asarray(y, dtype=np.int64), [str(p) for p in paths])
         return self._arrays[key]
+
+    def tenths(self) -> np.ndarray:
+        """100-class labels of the split's images, in the order of ``arrays``."""
+        if self._tenths is None:
+            self._tenths = np.array([self.ds.items[i].class100 for i in self.indices], dtype=np.int64)
+        return self._tenths
 
     def sample_rgb(self, n: int) -> tuple[list[int], list[np.ndarray]]:
         """Positions (in the split) and decoded RGB of an evenly spaced sample (decoded once)."""
@@ -575,11 +586,10 @@ def evaluate(row: dict[str, Any], m: Model, data: DataSource, opt: Options) -> N
         if not row["cache_agrees"]:
             row["warnings"].append("cached arrays differ from preprocess.preprocess() on the decoded files")
     pred = out.argmax(axis=1).astype(np.int64)
-    y100 = data.arrays(m.color, 100)[1]  # same images, tenths labels
-    row.update(accuracy_metrics(pred, y, m.classes, y100))
+    row.update(accuracy_metrics(pred, y, m.classes, data.tenths()))
     check_card_accuracy(row)
     if opt.plots:
-        conf = probabilities(out, m.out_q, bool(m.ops) and m.ops[-1] == "SOFTMAX").max(axis=1)
+        conf = m.probabilities(out).max(axis=1)
         write_model_plots(row, m, pred, y, conf, data, opt.report_dir)
 
 

@@ -418,7 +418,7 @@ def label_consistency(ds: Dataset, threshold: float = TWIN_CORRELATION) -> dict[
     a, b = c100[twins], c100[partner[twins]]
     dist = labels.circular_distance(a, b)
     digit_same = labels.class10_from_class100(a) == labels.class10_from_class100(b)
-    at_boundary = np.isin(a % 10, (4, 5))
+    at_boundary = labels.at_rounding_boundary(a)
 
     def mean(v: np.ndarray) -> float | None:
         return float(np.mean(v)) if len(v) else None

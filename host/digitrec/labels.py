@@ -65,6 +65,11 @@ def label_for(value: float, classes: int) -> int:
     raise ValueError(f"classes must be 10 or 100, not {classes}")
 
 
+def at_rounding_boundary(c100: np.ndarray) -> np.ndarray:
+    """True for tenths x.4 and x.5, where the 10-class label flips on one tenth of label noise."""
+    return np.isin(np.asarray(c100) % 10, (4, 5))
+
+
 def circular_distance(pred100: np.ndarray, true100: np.ndarray) -> np.ndarray:
     """Distance in tenths on the 100-step dial (99 and 0 are neighbours)."""
     d = np.abs(np.asarray(pred100, dtype=np.int64) - np.asarray(true100, dtype=np.int64)) % 100

@@ -164,7 +164,7 @@ def teacher_probabilities(teachers: tuple[str, ...], x: np.ndarray, classes: int
         if m.classes not in (100, classes):
             raise ValueError(f"teacher {path}: a {m.classes}-class teacher cannot teach {classes} classes")
         out = bench.predict_batched(m.data, preprocess.to_int8(x, m.in_q), 256, False, 1)
-        p = bench.probabilities(out, m.out_q, bool(m.ops) and m.ops[-1] == "SOFTMAX").astype(np.float64)
+        p = m.probabilities(out).astype(np.float64)
         if m.classes != classes:  # tenths -> digit bins (nearest digit, half up)
             bins = labels.class10_from_class100(np.arange(100))
             p = np.stack([p[:, bins == d].sum(axis=1) for d in range(10)], axis=1)
