@@ -112,6 +112,27 @@ def test_augmentation_is_seeded_and_in_range():
     assert a.min() >= 0.0 and a.max() <= 1.0
 
 
+def test_inversion_and_aspect_augmentation():
+    import tensorflow as tf
+
+    off = {k: 0.0 for k in train.TrainConfig("v4").aug()}
+    x = tf.constant(np.random.default_rng(1).random((4, 32, 20, 1)), tf.float32)
+    seed = tf.constant([5, 6], tf.int64)
+    plain = train.augment(x, seed, off).numpy()
+    np.testing.assert_allclose(plain, x.numpy(), atol=1e-4)  # everything off: identity
+    inverted = train.augment(x, seed, {**off, "invert_p": 1.0}).numpy()
+    np.testing.assert_allclose(inverted, 1.0 - x.numpy(), atol=1e-4)
+    # a vertical bar keeps its rows and changes its width when stretched
+    bar = np.zeros((1, 32, 20, 1), np.float32)
+    bar[0, 4:28, 8:12] = 1.0
+    widths = [int((train.augment(tf.constant(bar), tf.constant([s, 0], tf.int64), {**off, "aspect": 0.4})
+                    .numpy()[0, 16, :, 0] > 0.5).sum()) for s in range(6)]
+    assert len(set(widths)) > 1 and min(widths) >= 2
+    # keys added later do not change the hash of a recipe that leaves them off
+    assert train.TrainConfig("v4").config_hash() == train.TrainConfig("v4", augment={"invert_p": 0.0}).config_hash()
+    assert train.TrainConfig("v4").config_hash() != train.TrainConfig("v4", augment={"invert_p": 0.3}).config_hash()
+
+
 def test_neighbour_label_smoothing():
     t = train.soft_labels(np.array([0, 55]), 100, 0.1).numpy()
     np.testing.assert_allclose(t.sum(axis=1), 1.0, rtol=1e-5)

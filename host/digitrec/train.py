@@ -40,6 +40,13 @@ CODE_VERSION = 1  # bump when training code changes what a model would become
 RUNS_DIR = "runs"
 
 
+# Augmentation keys introduced after models were shipped; off by default.
+AUG_ADDED_LATER = {
+    "invert_p": 0.0,  # probability of inverting the gray levels (dark digits on light drums and vice versa)
+    "aspect": 0.0,  # width/height stretch, as crops of other meters come in other aspect ratios
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     model: str
@@ -72,12 +79,14 @@ class TrainConfig:
             "blur_p": 0.25,
             "noise": 0.03,
             "channel_gain": 0.1 if self.color == "rgb" else 0.0,
+            **AUG_ADDED_LATER,
         }
         return {**defaults, **self.augment}
 
     def config_hash(self) -> str:
         doc = {k: v for k, v in asdict(self).items()}
-        doc["augment"] = self.aug()
+        # keys added later stay out of the hash at their default, so older runs remain up to date
+        doc["augment"] = {k: v for k, v in self.aug().items() if AUG_ADDED_LATER.get(k, object()) != v}
         doc["code_version"] = CODE_VERSION
         if not self.teachers:  # keep the hashes of runs made before distillation existed
             doc.pop("teachers")
@@ -195,14 +204,17 @@ def _affine(batch: int, h: int, w: int, aug: dict, seeds):
 
     ang = u(0, -1.0, 1.0) * aug["rotate_deg"] * np.pi / 180
     scale = 1.0 + u(1, -1.0, 1.0) * aug["zoom"]
+    stretch = 1.0 + u(12, -1.0, 1.0) * aug["aspect"]  # > 1: wider digits
     tx = u(2, -1.0, 1.0) * aug["shift_x"] * w
     ty = u(3, -1.0, 1.0) * aug["shift_y"] * h
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    # output -> input coords: in = R(ang) @ diag(1 / stretch, 1) / scale @ (out - centre - shift) + centre
     c, s = tf.cos(ang) / scale, tf.sin(ang) / scale
-    a2 = cx - c * (cx + tx) - s * (cy + ty)
-    b2 = cy + s * (cx + tx) - c * (cy + ty)
+    a0, a1, b0, b1 = c / stretch, s, -s / stretch, c
+    a2 = cx - a0 * (cx + tx) - a1 * (cy + ty)
+    b2 = cy - b0 * (cx + tx) - b1 * (cy + ty)
     zeros = tf.zeros([batch])
-    return tf.stack([c, s, a2, -s, c, b2, zeros, zeros], axis=1)
+    return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
 
 def augment(images, seed, aug: dict):
@@ -212,6 +224,8 @@ def augment(images, seed, aug: dict):
     shape = tf.shape(images)
     b, h, w, ch = shape[0], images.shape[1], images.shape[2], images.shape[3]
     seeds = tf.random.experimental.stateless_split(seed, num=12)
+    # seeds[11] was spare; later keys split it so the draws of the older keys stay as they were
+    seeds = tf.concat([seeds, tf.random.experimental.stateless_split(seeds[11], num=2)], axis=0)
     x = tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=_affine(b, h, w, aug, seeds), output_shape=[h, w],
         fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST",
@@ -233,6 +247,8 @@ def augment(images, seed, aug: dict):
     if aug["channel_gain"] > 0:
         x = x * u(7, 1 - aug["channel_gain"], 1 + aug["channel_gain"], ch)
     x = tf.clip_by_value(x, 0.0, 1.0)
+    if aug["invert_p"] > 0:
+        x = tf.where(u(13, 0.0, 1.0) < aug["invert_p"], 1.0 - x, x)
     x = tf.pow(x + 1e-6, tf.exp(u(8, -aug["gamma"], aug["gamma"])))
     sigma = u(9, 0.0, aug["noise"])
     x = x + sigma * tf.random.stateless_normal(tf.shape(x), seed=seeds[10])
