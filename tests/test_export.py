@@ -224,3 +224,21 @@ def test_teacher_probabilities_from_shipped_models():
         train.teacher_probabilities(("10cls_GRAY/v4",), x, 10, "gray", {**info, "fingerprint": "x"}, MODELS_DIR)
     with pytest.raises(ValueError, match="colour"):
         train.teacher_probabilities(("10cls_GRAY/v4",), x, 10, "rgb", info, MODELS_DIR)
+
+
+def test_default_recipe_reproduces_the_distilled_shipped_model():
+    """`train --all` must see the shipped distilled dr 100 as up to date, not retrain it on labels alone."""
+    from digitrec.bench import MODELS_DIR
+    from digitrec.cli import build_parser
+
+    card = json.loads((Path(MODELS_DIR) / "100cls_GRAY" / "dr" / "card.json").read_text())
+    argv = ["train", "--model", "dr", "--classes", "100", "--color", "gray"]
+    args = build_parser().parse_args(argv)
+    cfg = train.config_from_args(args, "dr", 100, "gray")
+    assert cfg.teachers == tuple(card["training"]["teachers"])
+    assert cfg.config_hash() == card["config_hash"]
+    plain = train.config_from_args(build_parser().parse_args([*argv, "--teacher", "none"]), "dr", 100, "gray")
+    assert plain.teachers == () and plain.config_hash() != card["config_hash"]
+    with pytest.raises(SystemExit, match="cannot be combined"):
+        train.config_from_args(build_parser().parse_args([*argv, "--teacher", "none", "100cls_GRAY/v16"]),
+                               "dr", 100, "gray")

@@ -110,6 +110,12 @@ RECOMMENDED_EPOCHS: dict[str, tuple[int, int]] = {
     "dr": (80, 10),
     "dr_teacher": (40, 0),
 }
+# Recipe extras of shipped models beyond the family defaults, so `train --all` (and a plain
+# `train --model ...`) reproduces what is shipped. Teachers are exported model ids; `--teacher none`
+# trains on the labels alone.
+DEFAULT_TEACHERS: dict[tuple[str, int, str], tuple[str, ...]] = {
+    ("dr", 100, "gray"): ("100cls_GRAY/v16", "100cls_GRAY/dr"),
+}
 # (model, classes, color) the zoo trains with --all.
 RGB_MODELS = ("v4", "original_haverland", "dr")
 
@@ -167,7 +173,8 @@ def teacher_probabilities(teachers: tuple[str, ...], x: np.ndarray, classes: int
         m = bench.load_model(tid, path)
         data = (m.card or {}).get("data", {})
         if data.get("fingerprint") != info["fingerprint"] or data.get("split_mode") != info["split_mode"]:
-            raise ValueError(f"teacher {path}: trained on another data version or split mode (see its card)")
+            raise ValueError(f"teacher {path}: trained on another data version or split mode (see its card); "
+                             "train with --teacher none, or train the teacher on this data first")
         if m.color != color.upper():
             raise ValueError(f"teacher {path}: colour {m.color} does not match the student's {color.upper()}")
         if m.classes not in (100, classes):
@@ -527,8 +534,18 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         epochs=args.epochs or rec_epochs, qat_epochs=rec_qat if args.qat_epochs is None else args.qat_epochs,
         batch=args.batch, seed=args.seed, limit=args.limit or 0, patience=args.patience,
         split_mode=args.split_mode, augment=parse_aug(args.aug or []),
-        teachers=tuple(args.teacher or ()), kd_alpha=args.kd_alpha,
+        teachers=_teachers_from_args(args.teacher, model, classes, color), kd_alpha=args.kd_alpha,
     )
+
+
+def _teachers_from_args(given: list[str] | None, model: str, classes: int, color: str) -> tuple[str, ...]:
+    if not given:
+        return DEFAULT_TEACHERS.get((model, classes, color), ())
+    if [t.lower() for t in given] == ["none"]:
+        return ()
+    if any(t.lower() == "none" for t in given):
+        raise SystemExit("--teacher none cannot be combined with teacher ids")
+    return tuple(given)
 
 
 def parse_aug(items: list[str]) -> dict:
@@ -602,7 +619,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split-mode", choices=("cluster", "group"), default="cluster")
     p.add_argument("--aug", nargs="+", metavar="KEY=VALUE", help="augmentation overrides, e.g. shift_y=0.015")
     p.add_argument("--teacher", nargs="+", action="extend", metavar="MODEL_ID",
-                   help="distil from exported models, e.g. 100cls_GRAY/v16 (same data and split)")
+                   help="distil from exported models, e.g. 100cls_GRAY/v16 (same data and split); "
+                   "'none' for labels only (default: the shipped recipe, see DEFAULT_TEACHERS)")
     p.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the teachers in the targets")
     p.add_argument("--teachers-dir", default="exported_models", help="where --teacher ids live")
     p.add_argument("--out", default="exported_models", help="export root (default exported_models)")
