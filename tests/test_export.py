@@ -92,6 +92,21 @@ def test_arena_is_tight(exported):
     assert not export.arena_ok(data, int(card["arena_bytes"] * 0.9))
 
 
+def test_names_are_stripped_and_buffers_aligned(exported):
+    out, _, splits = exported
+    data = (out / "model.tflite").read_bytes()
+    assert b"conv2d" not in data.lower() and b"serving_default" not in data
+    spans = export.buffer_spans(data)
+    assert spans and all(pos % export.BUFFER_ALIGNMENT == 0 for pos, _ in spans)
+    # stripping a shipped (converter-made) model changes no output and only shrinks it
+    shipped = Path(__file__).resolve().parents[1] / "exported_models" / "10cls_GRAY" / "dr" / "model.tflite"
+    original = shipped.read_bytes()
+    stripped = export.strip_names(original)
+    assert len(stripped) <= len(original)
+    x = np.random.default_rng(3).integers(-128, 128, (32, 32, 20, 1), dtype=np.int8)
+    np.testing.assert_array_equal(export.litert_predict(stripped, x), export.litert_predict(original, x))
+
+
 def test_card_up_to_date(exported):
     out, card, _ = exported
     cfg = train.TrainConfig(model="v4", classes=10, epochs=2, qat_epochs=1, batch=64)

@@ -78,7 +78,50 @@ def convert_int8(model, rep_images: np.ndarray) -> bytes:
     except Exception as exc:
         raise ExportError(f"int8 conversion of {model.name!r} failed: {exc}") from exc
     _require_full_int8(data)
-    return data
+    return strip_names(data)
+
+
+BUFFER_ALIGNMENT = 16  # weight/bias buffers; the converter itself only guarantees 4
+
+
+def strip_names(model_bytes: bytes) -> bytes:
+    """Drop tensor/subgraph names and signatures (about 3.5 KB of strings no runtime here reads).
+
+    Re-serializing with the schema's object API would align buffers to 1 byte; int32 biases
+    read from unaligned flash addresses fault on Xtensa, so buffer vectors are re-packed at
+    BUFFER_ALIGNMENT and checked afterwards.
+    """
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    obj = fu.convert_bytearray_to_object(bytearray(model_bytes))
+    fu.strip_strings(obj)
+    for buf in obj.buffers:
+        if buf.data is not None:
+            buf.data = bytes(np.asarray(buf.data, np.uint8))  # the aligned (non-numpy) packing path
+    plain = fb.BufferStartDataVector
+    fb.BufferStartDataVector = lambda builder, n: builder.StartVector(1, n, BUFFER_ALIGNMENT)
+    try:
+        out = bytes(fu.convert_object_to_bytearray(obj))
+    finally:
+        fb.BufferStartDataVector = plain
+    bad = [p for p, _ in buffer_spans(out) if p % BUFFER_ALIGNMENT]
+    if bad:
+        raise ExportError(f"{len(bad)} weight buffers misaligned after stripping names (first at byte {bad[0]})")
+    return out
+
+
+def buffer_spans(model_bytes: bytes) -> list[tuple[int, int]]:
+    """(byte offset, length) of every non-empty constant buffer in a .tflite."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    m = fb.Model.GetRootAs(bytearray(model_bytes), 0)
+    spans = []
+    for i in range(m.BuffersLength()):
+        b = m.Buffers(i)
+        if b.DataLength():
+            spans.append((b._tab.Vector(b._tab.Offset(4)), b.DataLength()))
+    return spans
 
 
 def _litert(model_bytes: bytes):
