@@ -140,6 +140,14 @@ def test_pareto_front_and_budgets():
     ]
     best = {b["budget_kb"]: b["row"] for b in bench.best_per_budget(rows) if b["classes"] == 10}
     assert best[32]["model"] == "a" and best[64]["model"] == "b" and best[256]["model"] == "b"
+    # a 100-class model competes as a digit reader on its rounded tenths
+    for r in rows:
+        r["accuracy_digit"] = r["accuracy"]
+    rows.append({"model": "t", "classes": 100, "size_bytes": 50_000, "accuracy": 0.8, "accuracy_tol": 0.98,
+                 "accuracy_digit": 0.97, "color": "GRAY"})
+    digit = {b["budget_kb"]: b["row"] for b in bench.best_digit_reader_per_budget(rows)}
+    assert digit[32]["model"] == "a" and digit[64]["model"] == "t" and digit[256]["model"] == "t"
+    assert "| 64 KB | t | 97.0 % |" in bench.digit_budget_markdown(rows)
 
 
 # ----------------------------------------------------------------------------- inference

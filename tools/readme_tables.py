@@ -70,6 +70,11 @@ def bench_block(rows: list[dict[str, Any]], summary: dict[str, Any], plot: str |
         "Best model per size budget (.tflite bytes):",
         "",
         bench.budget_markdown([r for r in rows if not r.get("error")]),
+        "",
+        "Best digit reader per size budget, of either class count (a 100-class model's digit is its tenth "
+        "rounded half up, the dataset's 10-class rule):",
+        "",
+        bench.digit_budget_markdown([r for r in rows if not r.get("error")]),
     ]
     if plot:
         lines += ["", f"![accuracy vs size]({plot})"]

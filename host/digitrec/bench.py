@@ -798,6 +798,21 @@ def best_per_budget(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def best_digit_reader_per_budget(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Most accurate *digit* reader within each budget, of either class count.
+
+    A 100-class model reads a digit too (its tenth rounded half up), and a model trained on
+    tenths knows where the x.4/x.5 boundary lies, which digit labels only say as 0 or 1.
+    """
+    ok = [r for r in rows if r.get("accuracy_digit") is not None]
+    out = []
+    for kb in BUDGETS_KB:
+        fit = [r for r in ok if r["size_bytes"] <= kb * 1024]
+        best = max(fit, key=lambda r: (r["accuracy_digit"], -r["size_bytes"]), default=None)
+        out.append({"budget_kb": kb, "row": best})
+    return out
+
+
 def fmt_pct(v: Any) -> str:
     return "-" if v is None else f"{100 * v:.1f} %"
 
@@ -863,6 +878,20 @@ def budget_markdown(rows: list[dict[str, Any]]) -> str:
             cells.append([f"{b['budget_kb']} KB", str(b["classes"]), r["model"], r["color"], fmt_pct(r["accuracy"]),
                           fmt_pct(r["accuracy_tol"]), fmt_kb(r["size_bytes"])])  # fmt: skip
     return md_table(["budget", "classes", "best model", "color", "accuracy", "within 0.1", "size KB"], cells)
+
+
+def digit_budget_markdown(rows: list[dict[str, Any]]) -> str:
+    cells = []
+    for b in best_digit_reader_per_budget(rows):
+        r = b["row"]
+        if r is None:
+            cells.append([f"{b['budget_kb']} KB", "(none fits)", "", "", "", "", ""])
+        else:
+            cells.append([f"{b['budget_kb']} KB", r["model"], fmt_pct(r["accuracy_digit"]),
+                          fmt_pct(r.get("accuracy_digit_clear")), fmt_pct(r.get("accuracy_digit_boundary")),
+                          fmt_kb(r["size_bytes"]), r.get("color") or "-"])  # fmt: skip
+    return md_table(["budget", "best digit reader", "digit", "digit (not x.4/x.5)", "digit (x.4/x.5)", "size KB",
+                     "color"], cells)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -966,7 +995,8 @@ def write_report(rows: list[dict[str, Any]], summary: dict[str, Any], out_dir: P
     parts = [report_header(summary), "## Results", results_markdown(rows), "",
              "Sizes in KB = 1024 bytes. PC speeds are this PC's, batch 1, never an ESP32 figure.",
              "## Accuracy vs size", "![accuracy vs size](accuracy_vs_size.png)",
-             "## Best model per size budget", budget_markdown(rows)]  # fmt: skip
+             "## Best model per size budget", budget_markdown(rows),
+             "## Best digit reader per size budget (either class count)", digit_budget_markdown(rows)]  # fmt: skip
     errors = [r for r in rows if r.get("error")]
     if errors:
         parts += ["## Errors"] + [f"- `{r['model']}`: {r['error']}" for r in errors]
