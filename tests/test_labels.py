@@ -56,3 +56,18 @@ def test_tolerance_wraps_around() -> None:
     true = np.array([99, 0, 51, 50, 0])
     assert labels.within_tolerance(pred, true).tolist() == [True, True, True, False, True]
     assert labels.circular_distance(np.array([98]), np.array([1])).tolist() == [3]
+
+
+def test_read_class_breaks_ties_like_the_firmware():
+    """Same vectors as firmware/core/tests/test_core.c::test_read_class."""
+    from digitrec.labels import read_class
+
+    cases = [([1, 7, 7, 3, 0, 0], 2), ([5, 9, 9, 5, 0, 0], 1), ([9, 0, 0, 0, 4, 9], 5),
+             ([-128, -5, 127, -128, 3, 0], 2), ([-128] * 6, 0)]
+    for scores, want in cases:
+        assert read_class(np.array(scores, np.int8)) == want, scores
+    batch = np.array([c for c, _ in cases], np.int8)
+    assert list(read_class(batch)) == [w for _, w in cases]
+    # without ties it is argmax
+    r = np.random.default_rng(0).permutation(256)[:100].reshape(1, 100) - 128
+    assert read_class(r)[0] == r.argmax()

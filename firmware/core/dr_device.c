@@ -167,10 +167,26 @@ static int not_ready(dr_device_t *dev, const dr_frame_t *f)
     return 1;
 }
 
+uint16_t dr_read_class(const int8_t *scores, uint16_t n)
+{
+    uint16_t i, best = 0;
+    int32_t best_key = INT32_MIN;
+    for (i = 0; i < n; i++) {
+        /* score first, then the two circular neighbours (sum <= 510 < 1024), then lower index */
+        int32_t around = (int32_t)scores[(uint16_t)((i + n - 1u) % n)] + scores[(uint16_t)((i + 1u) % n)] + 256;
+        int32_t key = ((int32_t)scores[i] + 128) * 1024 + around;
+        if (key > best_key) {
+            best_key = key;
+            best = i;
+        }
+    }
+    return best;
+}
+
 static void infer_and_reply(dr_device_t *dev, const dr_frame_t *f, uint32_t pre_us)
 {
     uint8_t *p = dev->tx + DR_HEADER_BYTES;
-    uint16_t i, best = 0, n = dev->model.classes;
+    uint16_t best, n = dev->model.classes;
     uint64_t t0 = dev->port.now_us(dev->port.ctx);
     int rc = dev->port.invoke(dev->port.ctx, dev->in, dev->out);
     uint64_t t1 = dev->port.now_us(dev->port.ctx);
@@ -178,9 +194,7 @@ static void infer_and_reply(dr_device_t *dev, const dr_frame_t *f, uint32_t pre_
         send_error(dev, f->seq, f->type, DR_ERR_INVOKE_FAILED, "invoke failed (status %d)", rc);
         return;
     }
-    for (i = 1; i < n; i++) /* first maximum wins ties, like numpy.argmax */
-        if (dev->out[i] > dev->out[best])
-            best = i;
+    best = dr_read_class(dev->out, n);
     dr_put_u16(p, best);
     dr_put_u16(p + 2, n);
     dr_put_u32(p + 4, pre_us);

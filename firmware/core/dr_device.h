@@ -100,6 +100,10 @@ void dr_device_feed(dr_device_t *dev, const uint8_t *data, size_t n);
 size_t dr_device_info_json(dr_device_t *dev, char *buf, size_t cap);
 int dr_device_is_ready(const dr_device_t *dev);
 size_t dr_device_sizeof(void);
+/* The class an int8 output reads as: the maximum score; ties go to the class whose two
+ * circular neighbours (class i-1 and i+1, wrapping) score more, then to the lower index.
+ * An int8 softmax has steps of 1/256, so neighbouring tenths tie on a few % of images. */
+uint16_t dr_read_class(const int8_t *scores, uint16_t n);
 const char *dr_fw_version(void);
 int dr_proto_version(void);
 

@@ -585,7 +585,7 @@ def evaluate(row: dict[str, Any], m: Model, data: DataSource, opt: Options) -> N
         row["cache_agrees"] = all(np.array_equal(a, x[p]) for a, p in zip(inputs, e2e_pos, strict=True))
         if not row["cache_agrees"]:
             row["warnings"].append("cached arrays differ from preprocess.preprocess() on the decoded files")
-    pred = out.argmax(axis=1).astype(np.int64)
+    pred = labels.read_class(out).astype(np.int64)
     row.update(accuracy_metrics(pred, y, m.classes, data.tenths()))
     check_card_accuracy(row)
     if opt.plots:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from digitrec import protocol as P
+from digitrec.labels import read_class
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KNOWN_BRIDGES = {
@@ -319,7 +320,7 @@ def build_work(ds: Any, indices: list[int], model: Model, mode: str, raw_format:
     x, y, paths = ds.arrays(indices, model.color, model.classes)
     xq = to_int8(x, model.quant)
     scores = pc_reference(model.tflite, xq)
-    work = [Work(p, int(lbl), int(np.argmax(s)), [int(v) for v in s], t)
+    work = [Work(p, int(lbl), int(read_class(s)), [int(v) for v in s], t)
             for p, lbl, s, t in zip(paths, y, scores, xq, strict=True)]
     if with_ref:
         for w, r in zip(work, ref_kernels(model.tflite, xq), strict=True):
@@ -754,7 +755,7 @@ def _row(w: Work, reply: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"kind": "result", "path": w.path, "label": w.label, "sent": w.sent,
                            "attempts": w.attempts, "pc_class": w.pc_class, "pc_scores": w.pc_scores}
     if w.ref_scores is not None:
-        row.update(ref_class=int(np.argmax(w.ref_scores)), ref_scores=w.ref_scores)
+        row.update(ref_class=int(read_class(w.ref_scores)), ref_scores=w.ref_scores)
     if isinstance(reply, P.Result):
         row.update(device_class=reply.cls, scores=list(reply.scores),
                    preprocess_us=reply.preprocess_us, infer_us=reply.infer_us)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitrec import preprocess
+from digitrec import labels, preprocess
 
 # Used only until digitrec.ops (reading firmware/core/dr_ops.def) exists.
 _FALLBACK_OPS = (
@@ -373,7 +373,7 @@ def evaluate(model_bytes: bytes, float_model, x: np.ndarray, y: np.ndarray, clas
     """Float vs int8 accuracy on uint8 images ``x`` with labels ``y``."""
     iq, _ = io_quant(model_bytes)
     q = litert_predict(model_bytes, preprocess.to_int8(x, preprocess.Quant(iq["scale"], iq["zero_point"])))
-    int8_pred = q.argmax(axis=-1)
+    int8_pred = labels.read_class(q)
     out = {}
     if float_model is not None and len(x):
         fpred = float_model.predict(preprocess.to_float(x), batch_size=256, verbose=0).argmax(axis=-1)

@@ -79,3 +79,16 @@ def circular_distance(pred100: np.ndarray, true100: np.ndarray) -> np.ndarray:
 def within_tolerance(pred100: np.ndarray, true100: np.ndarray, tol: int = 1) -> np.ndarray:
     """True where a 100-class prediction is within ``tol`` tenths of the label, circularly."""
     return circular_distance(pred100, true100) <= tol
+
+
+def read_class(scores: np.ndarray) -> np.ndarray:
+    """The class an int8 output reads as: its maximum; ties go to the class whose two circular
+    neighbours score more, then to the lower index. Same rule as the firmware's dr_read_class.
+
+    An int8 softmax output has steps of 1/256, so the top two tenths of a 100-class model tie
+    on a few % of images; plain argmax would always pick the lower tenth there.
+    """
+    s = np.asarray(scores, dtype=np.int64)
+    s = s - s.min(axis=-1, keepdims=True)  # >= 0, at most 255 for int8
+    around = np.roll(s, 1, axis=-1) + np.roll(s, -1, axis=-1)  # <= 510 < 1024
+    return (s * 1024 + around).argmax(axis=-1)

@@ -633,9 +633,26 @@ static void test_json_escaping(void)
     CHECK(strstr(json, longname + 300 - 1 - 64) != NULL && strstr(json, longname + 300 - 1 - 65) == NULL);
 }
 
+/* Same vectors as tests/test_labels.py::test_read_class_breaks_ties_like_the_firmware. */
+static void test_read_class(void)
+{
+    static const int8_t a[6] = {1, 7, 7, 3, 0, 0};           /* tie 1/2: 2 has more around */
+    static const int8_t b[6] = {5, 9, 9, 5, 0, 0};           /* tie around too: lower index */
+    static const int8_t c[6] = {9, 0, 0, 0, 4, 9};           /* 0/5 tie across the wrap: 5 */
+    static const int8_t d[6] = {-128, -5, 127, -128, 3, 0};  /* plain maximum */
+    static const int8_t e[6] = {-128, -128, -128, -128, -128, -128};
+    CHECK(dr_read_class(a, 6) == 2);
+    CHECK(dr_read_class(b, 6) == 1);
+    CHECK(dr_read_class(c, 6) == 5);
+    CHECK(dr_read_class(d, 6) == 2);
+    CHECK(dr_read_class(e, 6) == 0);
+    CHECK(dr_read_class(d, 1) == 0);
+}
+
 int main(void)
 {
     test_crc();
+    test_read_class();
     test_encode_layout();
     test_round_trip();
     test_resync_garbage();
