@@ -111,10 +111,10 @@ RECOMMENDED_EPOCHS: dict[str, tuple[int, int]] = {
     "dr_teacher": (40, 0),
 }
 # Recipe extras of shipped models beyond the family defaults, so `train --all` (and a plain
-# `train --model ...`) reproduces what is shipped. Teachers are exported model ids; `--teacher none`
-# trains on the labels alone.
-DEFAULT_TEACHERS: dict[tuple[str, int, str], tuple[str, ...]] = {
-    ("dr", 100, "gray"): ("100cls_GRAY/v16", "100cls_GRAY/dr"),
+# `train --model ...`) reproduces what is shipped: teachers (exported model ids; `--teacher none`
+# trains on the labels alone) and augmentation overrides (`--aug` overrides them in turn).
+SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
+    ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr")},
 }
 # (model, classes, color) the zoo trains with --all.
 RGB_MODELS = ("v4", "original_haverland", "dr")
@@ -529,18 +529,19 @@ def _write_json(path: Path, doc: dict) -> None:
 
 def config_from_args(args: argparse.Namespace, model: str, classes: int, color: str) -> TrainConfig:
     rec_epochs, rec_qat = RECOMMENDED_EPOCHS.get(model, (60, 8))
+    recipe = SHIPPED_RECIPES.get((model, classes, color), {})
     return TrainConfig(
         model=model, classes=classes, color=color,
         epochs=args.epochs or rec_epochs, qat_epochs=rec_qat if args.qat_epochs is None else args.qat_epochs,
         batch=args.batch, seed=args.seed, limit=args.limit or 0, patience=args.patience,
-        split_mode=args.split_mode, augment=parse_aug(args.aug or []),
-        teachers=_teachers_from_args(args.teacher, model, classes, color), kd_alpha=args.kd_alpha,
+        split_mode=args.split_mode, augment={**recipe.get("augment", {}), **parse_aug(args.aug or [])},
+        teachers=_teachers_from_args(args.teacher, recipe.get("teachers", ())), kd_alpha=args.kd_alpha,
     )
 
 
-def _teachers_from_args(given: list[str] | None, model: str, classes: int, color: str) -> tuple[str, ...]:
+def _teachers_from_args(given: list[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
     if not given:
-        return DEFAULT_TEACHERS.get((model, classes, color), ())
+        return tuple(default)
     if [t.lower() for t in given] == ["none"]:
         return ()
     if any(t.lower() == "none" for t in given):
@@ -620,7 +621,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aug", nargs="+", metavar="KEY=VALUE", help="augmentation overrides, e.g. shift_y=0.015")
     p.add_argument("--teacher", nargs="+", action="extend", metavar="MODEL_ID",
                    help="distil from exported models, e.g. 100cls_GRAY/v16 (same data and split); "
-                   "'none' for labels only (default: the shipped recipe, see DEFAULT_TEACHERS)")
+                   "'none' for labels only (default: the shipped recipe, see SHIPPED_RECIPES)")
     p.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the teachers in the targets")
     p.add_argument("--teachers-dir", default="exported_models", help="where --teacher ids live")
     p.add_argument("--out", default="exported_models", help="export root (default exported_models)")
