@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "mnist_quantization"
-#define DR_MODEL_SHA256 "e8cfc76d35acea01215df90c6eb898a7f40a6bf09a67ac0ff8a373292c1aa76f"
+#define DR_MODEL_SHA256 "392bb89ca602d984ba678555b3bdc206ffeebae0b0b8da8c8157809697e3a03b"
 #define DR_MODEL_CLASSES 100
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
