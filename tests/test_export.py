@@ -241,19 +241,28 @@ def test_teacher_probabilities_from_shipped_models():
         train.teacher_probabilities(("10cls_GRAY/v4",), x, 10, "rgb", info, MODELS_DIR)
 
 
-def test_default_recipe_reproduces_the_distilled_shipped_model():
-    """`train --all` must see the shipped distilled dr 100 as up to date, not retrain it on labels alone."""
+@pytest.mark.parametrize("key", sorted(train.SHIPPED_RECIPES))
+def test_shipped_recipes_reproduce_the_shipped_models(key):
+    """`train --all` must see shipped models with extra recipe parts (teachers, augmentation) as up to date."""
     from digitrec.bench import MODELS_DIR
     from digitrec.cli import build_parser
 
-    card = json.loads((Path(MODELS_DIR) / "100cls_GRAY" / "dr" / "card.json").read_text())
-    argv = ["train", "--model", "dr", "--classes", "100", "--color", "gray"]
-    args = build_parser().parse_args(argv)
-    cfg = train.config_from_args(args, "dr", 100, "gray")
+    model, classes, color = key
+    card = json.loads((Path(MODELS_DIR) / f"{classes}cls_{color.upper()}" / model / "card.json").read_text())
+    argv = ["train", "--model", model, "--classes", str(classes), "--color", color]
+    cfg = train.config_from_args(build_parser().parse_args(argv), model, classes, color)
     assert cfg.teachers == tuple(card["training"]["teachers"])
+    assert cfg.aug() == card["training"]["augment"]
     assert cfg.config_hash() == card["config_hash"]
+
+
+def test_teacher_none_and_its_misuse():
+    from digitrec.cli import build_parser
+
+    argv = ["train", "--model", "dr", "--classes", "100", "--color", "gray"]
+    default = train.config_from_args(build_parser().parse_args(argv), "dr", 100, "gray")
     plain = train.config_from_args(build_parser().parse_args([*argv, "--teacher", "none"]), "dr", 100, "gray")
-    assert plain.teachers == () and plain.config_hash() != card["config_hash"]
+    assert default.teachers and plain.teachers == () and plain.config_hash() != default.config_hash()
     with pytest.raises(SystemExit, match="cannot be combined"):
         train.config_from_args(build_parser().parse_args([*argv, "--teacher", "none", "100cls_GRAY/v16"]),
                                "dr", 100, "gray")

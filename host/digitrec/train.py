@@ -114,6 +114,8 @@ RECOMMENDED_EPOCHS: dict[str, tuple[int, int]] = {
 # `train --model ...`) reproduces what is shipped: teachers (exported model ids; `--teacher none`
 # trains on the labels alone) and augmentation overrides (`--aug` overrides them in turn).
 SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
+    ("dr", 10, "gray"): {"augment": {"invert_p": 0.3, "aspect": 0.15}},  # docs/training.md: held-out meters
+    ("dr", 10, "rgb"): {"augment": {"invert_p": 0.3, "aspect": 0.15}},  # same recipe, for the colour test
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr")},
 }
 # (model, classes, color) the zoo trains with --all.

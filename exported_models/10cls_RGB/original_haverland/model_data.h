@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "original_haverland"
-#define DR_MODEL_SHA256 "ea51afd5b7c9e5b56bf7ac2891caa5e2159afede75fead3bae436162bb36412c"
+#define DR_MODEL_SHA256 "a03434c8647801f79c3b9cbc9a5bdbf75bc846aa133db4611e79f25bf7dfbeb7"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "RGB"
 #define DR_MODEL_INPUT_H 32
