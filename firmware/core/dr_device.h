@@ -21,7 +21,7 @@
 extern "C" {
 #endif
 
-#define DR_FW_VERSION "0.1.0"
+#define DR_FW_VERSION "0.2.0" /* 0.2.0: tie-aware class readout (dr_read_class) */
 #define DR_MAX_INPUT_BYTES 4096u /* h*w*c of the model input (32*20*3 = 1920 in use) */
 #define DR_MAX_CLASSES 256u      /* n_scores of the model output */
 #define DR_INFO_MAX 1536u        /* INFO/BOOT JSON payload capacity */

@@ -1,3 +1,3 @@
 """digitrec: tiny meter-digit CNNs for the ESP32, from dataset to measured device."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
