@@ -790,12 +790,15 @@ def best_per_budget(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for classes in (10, 100):
         ok = [r for r in rows if r["classes"] == classes and r.get("accuracy") is not None]
         for kb in BUDGETS_KB:
-            fit = [r for r in ok if r["size_bytes"] <= kb * 1024]
-            best = max(
-                fit, key=lambda r: (r["accuracy"], r.get("accuracy_tol") or 0, -r["size_bytes"]), default=None
-            )
+            best = _best_within(ok, kb, lambda r: (r["accuracy"], r.get("accuracy_tol") or 0))
             out.append({"budget_kb": kb, "classes": classes, "row": best})
     return out
+
+
+def _best_within(rows: list[dict[str, Any]], kb: int, key: Any) -> dict[str, Any] | None:
+    """Highest ``key`` among rows whose .tflite fits ``kb``; ties go to the smaller file."""
+    fit = [r for r in rows if r["size_bytes"] <= kb * 1024]
+    return max(fit, key=lambda r: (*key(r), -r["size_bytes"]), default=None)
 
 
 def best_digit_reader_per_budget(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -805,12 +808,7 @@ def best_digit_reader_per_budget(rows: list[dict[str, Any]]) -> list[dict[str, A
     tenths knows where the x.4/x.5 boundary lies, which digit labels only say as 0 or 1.
     """
     ok = [r for r in rows if r.get("accuracy_digit") is not None]
-    out = []
-    for kb in BUDGETS_KB:
-        fit = [r for r in ok if r["size_bytes"] <= kb * 1024]
-        best = max(fit, key=lambda r: (r["accuracy_digit"], -r["size_bytes"]), default=None)
-        out.append({"budget_kb": kb, "row": best})
-    return out
+    return [{"budget_kb": kb, "row": _best_within(ok, kb, lambda r: (r["accuracy_digit"],))} for kb in BUDGETS_KB]
 
 
 def fmt_pct(v: Any) -> str:

@@ -320,8 +320,8 @@ def build_work(ds: Any, indices: list[int], model: Model, mode: str, raw_format:
     x, y, paths = ds.arrays(indices, model.color, model.classes)
     xq = to_int8(x, model.quant)
     scores = pc_reference(model.tflite, xq)
-    work = [Work(p, int(lbl), int(read_class(s)), [int(v) for v in s], t)
-            for p, lbl, s, t in zip(paths, y, scores, xq, strict=True)]
+    work = [Work(p, int(lbl), int(c), [int(v) for v in s], t)
+            for p, lbl, c, s, t in zip(paths, y, read_class(scores), scores, xq, strict=True)]
     if with_ref:
         for w, r in zip(work, ref_kernels(model.tflite, xq), strict=True):
             w.ref_scores = [int(v) for v in r]
