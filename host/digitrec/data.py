@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -194,15 +195,22 @@ def _write_cache(path: Path, keys: list[tuple[str, int, int]], entries: list[tup
             rgbs.append(c)
         meta.append({"rel": rel, "size": size, "mtime": mtime, "sha": sha, "pix": pix, "err": err, "row": row})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    # A per-process temporary name: two trainings started together both fill the cache.
+    fd, tmp_name = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.npz", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
     shape = (0, preprocess.HEIGHT, preprocess.WIDTH)
-    np.savez(
-        tmp,
-        meta=np.array(json.dumps(meta)),
-        gray=np.stack(grays) if grays else np.zeros((*shape, 1), np.uint8),
-        rgb=np.stack(rgbs) if rgbs else np.zeros((*shape, 3), np.uint8),
-    )
-    os.replace(tmp, path)
+    try:
+        np.savez(
+            tmp,
+            meta=np.array(json.dumps(meta)),
+            gray=np.stack(grays) if grays else np.zeros((*shape, 1), np.uint8),
+            rgb=np.stack(rgbs) if rgbs else np.zeros((*shape, 3), np.uint8),
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # ---------------------------------------------------------------- loading
