@@ -266,3 +266,11 @@ def test_teacher_none_and_its_misuse():
     with pytest.raises(SystemExit, match="cannot be combined"):
         train.config_from_args(build_parser().parse_args([*argv, "--teacher", "none", "100cls_GRAY/v16"]),
                                "dr", 100, "gray")
+
+
+def test_train_all_covers_exactly_the_shipped_models():
+    """`train --all` trains what exported_models/ ships: nothing missing, nothing unshipped."""
+    from digitrec.bench import MODELS_DIR
+
+    shipped = {(p.parent.name, p.parent.parent.name) for p in Path(MODELS_DIR).glob("*/*/card.json")}
+    assert {(m, f"{c}cls_{color.upper()}") for m, c, color in train.zoo()} == shipped

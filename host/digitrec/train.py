@@ -118,15 +118,16 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("dr", 10, "rgb"): {"augment": {"invert_p": 0.3, "aspect": 0.15}},  # same recipe, for the colour test
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr")},
 }
-# (model, classes, color) the zoo trains with --all.
+# RGB twins of GRAY models (10 classes), shipped to measure what colour buys.
 RGB_MODELS = ("v4", "original_haverland", "dr")
 
 
 def zoo() -> list[tuple[str, int, str]]:
+    """(model, classes, color) of every shipped model: what `train --all` trains."""
     from digitrec.models import MODEL_NAMES, PC_ONLY
 
     jobs = [(m, c, "gray") for c in (10, 100) for m in MODEL_NAMES if m not in PC_ONLY]
-    return jobs + [(m, c, "rgb") for c in (10, 100) for m in RGB_MODELS]
+    return jobs + [(m, 10, "rgb") for m in RGB_MODELS]
 
 
 # ----------------------------------------------------------------- data
