@@ -251,7 +251,7 @@ def test_shipped_recipes_reproduce_the_shipped_models(key):
     card = json.loads((Path(MODELS_DIR) / f"{classes}cls_{color.upper()}" / model / "card.json").read_text())
     argv = ["train", "--model", model, "--classes", str(classes), "--color", color]
     cfg = train.config_from_args(build_parser().parse_args(argv), model, classes, color)
-    assert cfg.teachers == tuple(card["training"]["teachers"])
+    assert cfg.teachers == tuple(card["training"].get("teachers", ()))  # older cards predate teachers
     assert cfg.aug().items() >= card["training"]["augment"].items()  # older cards lack keys added later
     assert cfg.config_hash() == card["config_hash"]
 
