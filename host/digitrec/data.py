@@ -197,16 +197,16 @@ def _write_cache(path: Path, keys: list[tuple[str, int, int]], entries: list[tup
     path.parent.mkdir(parents=True, exist_ok=True)
     # A per-process temporary name: two trainings started together both fill the cache.
     fd, tmp_name = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
     tmp = Path(tmp_name)
     shape = (0, preprocess.HEIGHT, preprocess.WIDTH)
     try:
-        np.savez(
-            tmp,
-            meta=np.array(json.dumps(meta)),
-            gray=np.stack(grays) if grays else np.zeros((*shape, 1), np.uint8),
-            rgb=np.stack(rgbs) if rgbs else np.zeros((*shape, 3), np.uint8),
-        )
+        with os.fdopen(fd, "wb") as f:
+            np.savez(
+                f,
+                meta=np.array(json.dumps(meta)),
+                gray=np.stack(grays) if grays else np.zeros((*shape, 1), np.uint8),
+                rgb=np.stack(rgbs) if rgbs else np.zeros((*shape, 3), np.uint8),
+            )
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
