@@ -210,6 +210,78 @@ def test_real_data_slice(tmp_path):
     assert np.abs(diff).max() <= 1
 
 
+def tenths_splits() -> train.Splits:
+    """Synthetic 10-class splits that also carry the tenths each digit label was rounded from."""
+    from digitrec import labels
+
+    xs, ys, ts = {}, {}, {}
+    for seed, (name, n) in enumerate((("train", 384), ("val", 96), ("test", 96))):
+        xs[name], ts[name] = synthetic(n, 100, seed)
+        ys[name] = labels.class10_from_class100(ts[name])
+    return train.Splits(xs, ys, {"fingerprint": "synthetic", "split_mode": "synthetic", "train": 384, "val": 96,
+                                 "test": 96}, tenths=ts)
+
+
+def test_digit_sum_head_sums_each_digits_tenths():
+    import tf_keras as keras
+
+    from digitrec import labels
+    from digitrec.models import create_model
+
+    m = create_model("dr", 10, "gray")
+    tenths = keras.Model(m.input, train.tenths_output(m))
+    x = np.random.default_rng(0).random((4, 32, 20, 1)).astype("float32")
+    p10, p100 = m.predict(x, verbose=0), tenths.predict(x, verbose=0)
+    digit = labels.class10_from_class100(np.arange(100))
+    expected = np.stack([p100[:, digit == d].sum(axis=1) for d in range(10)], axis=1)
+    np.testing.assert_allclose(p10, expected, atol=1e-6)
+    assert not m.get_layer("digit_sum").trainable_weights  # the sum is fixed, never learned
+
+
+def test_tenths_targets_follow_the_digit_targets():
+    x, y100 = synthetic(64, 100, 0)
+    from digitrec import labels
+
+    y = labels.class10_from_class100(y100)
+    cfg = train.TrainConfig(model="dr", classes=10, epochs=1, batch=16, tenths_weight=1.0, augment={"rotate_deg": 0.0})
+    ds, _ = train.train_dataset(x, y, cfg, 0, tenths=y100)
+    perm = np.random.default_rng([cfg.seed, 0]).permutation(64)[:16]
+    _, target = next(iter(ds))
+    target = target.numpy()
+    assert target.shape == (16, 110)
+    np.testing.assert_array_equal(target[:, :10].argmax(1), y[perm])
+    np.testing.assert_array_equal(target[:, 10:].argmax(1), y100[perm])
+    np.testing.assert_allclose(target[:, 10:].sum(1), 1.0, atol=1e-6)
+
+
+def test_tenths_weight_needs_a_digit_sum_head():
+    from digitrec.models import create_model
+
+    cfg = train.TrainConfig(model="v4", classes=10, tenths_weight=1.0)
+    with pytest.raises(ValueError, match="no digit-sum head"):
+        train.training_view(create_model("v4", 10, "gray"), cfg)
+    assert train.training_view(create_model("v4", 10, "gray"), train.TrainConfig(model="v4")).name == "v4"
+    assert train.TrainConfig("dr", tenths_weight=1.0).config_hash() != train.TrainConfig("dr").config_hash()
+
+
+def test_tenths_supervised_run_exports_a_digit_model(tmp_path):
+    """Tiny dr 10 run with tenths supervision: a 10-class int8 model whose output is a
+    probability on the fixed [0, 1] scale, TFLM within 1 LSB of LiteRT."""
+    splits = tenths_splits()
+    cfg = train.TrainConfig(model="dr", classes=10, epochs=2, qat_epochs=1, batch=64, tenths_weight=1.0)
+    card = train.train_model(cfg, splits, tmp_path / "out", tmp_path / "runs")
+    assert card["classes"] == 10 and card["training"]["tenths_weight"] == 1.0
+    assert card["output"]["shape"] == [10] and card["output"]["zero_point"] == -128
+    assert card["output"]["scale"] == pytest.approx(1 / 255)
+    log = (tmp_path / "out" / "10cls_GRAY" / "dr" / "training_log.csv").read_text().splitlines()
+    assert "val_accuracy" in log[0].split(",") and len(log) == 4  # header, 2 float + 1 QAT epochs
+    data = (tmp_path / "out" / "10cls_GRAY" / "dr" / "model.tflite").read_bytes()
+    q = preprocess.Quant(card["input"]["scale"], card["input"]["zero_point"])
+    x = preprocess.to_int8(splits.x["test"][:16], q)
+    diff = export.tflm_predict(data, x, card["arena_bytes"]).astype(int) - export.litert_predict(data, x).astype(int)
+    assert np.abs(diff).max() <= 1
+
+
 def test_distillation_targets_mix_teacher_and_labels():
     x, y = synthetic(64, 10, 0)
     teacher = np.random.default_rng(0).dirichlet(np.ones(10), 64).astype(np.float32)

@@ -66,6 +66,7 @@ class TrainConfig:
     augment: dict = field(default_factory=dict)
     teachers: tuple[str, ...] = ()  # exported model ids, e.g. "100cls_GRAY/v16"
     kd_alpha: float = 0.5
+    tenths_weight: float = 0.0  # loss weight of the tenths labels on a 10-class model's digit-sum head
 
     def aug(self) -> dict:
         defaults = {
@@ -91,6 +92,8 @@ class TrainConfig:
         if not self.teachers:  # keep the hashes of runs made before distillation existed
             doc.pop("teachers")
             doc.pop("kd_alpha")
+        if not self.tenths_weight:  # likewise for runs made before tenths supervision existed
+            doc.pop("tenths_weight")
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -114,8 +117,9 @@ RECOMMENDED_EPOCHS: dict[str, tuple[int, int]] = {
 # `train --model ...`) reproduces what is shipped: teachers (exported model ids; `--teacher none`
 # trains on the labels alone), augmentation overrides and epochs (the command line overrides them).
 SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
-    ("dr", 10, "gray"): {"augment": {"invert_p": 0.3, "aspect": 0.15}},  # docs/training.md: held-out meters
-    ("dr", 10, "rgb"): {"augment": {"invert_p": 0.3, "aspect": 0.15}},  # same recipe, for the colour test
+    # docs/training.md: held-out meters; dr's 10-class head reads digits through tenths
+    ("dr", 10, "gray"): {"augment": {"invert_p": 0.3, "aspect": 0.15}, "tenths_weight": 1.0},
+    ("dr", 10, "rgb"): {"augment": {"invert_p": 0.3, "aspect": 0.15}, "tenths_weight": 1.0},  # the colour test
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr")},
     # Schedules kept over the family's recommended one by validation accuracy (docs/training.md).
     ("v16", 100, "gray"): {"epochs": 30, "qat_epochs": 4},
@@ -142,6 +146,7 @@ class Splits:
     y: dict[str, np.ndarray]
     info: dict
     teacher: np.ndarray | None = None  # train x classes: mean teacher probabilities
+    tenths: dict[str, np.ndarray] = field(default_factory=dict)  # 100-class labels of the same images
 
 
 def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster", limit: int = 0, seed: int = 0) -> Splits:
@@ -150,17 +155,18 @@ def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster
 
     ds = data.load_dataset(root, progress=True)
     split = ds.split(mode)
-    xs, ys = {}, {}
+    xs, ys, tenths = {}, {}, {}
     for name in ("train", "val", "test"):
         x, y, _ = ds.arrays(split[name], color, classes)
+        t = np.array([ds.items[i].class100 for i in split[name]], dtype=np.int64)
         if limit and name == "train" and len(x) > limit:
             keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
-            x, y = x[keep], y[keep]
-        xs[name], ys[name] = x, y
+            x, y, t = x[keep], y[keep], t[keep]
+        xs[name], ys[name], tenths[name] = x, y, t
     info = {"fingerprint": ds.fingerprint, "split_mode": mode, **{k: int(len(v)) for k, v in ys.items()}}
     if limit:
         info["train_limit"] = int(limit)
-    return Splits(xs, ys, info)
+    return Splits(xs, ys, info, tenths=tenths)
 
 
 def teacher_probabilities(teachers: tuple[str, ...], x: np.ndarray, classes: int, color: str, info: dict,
@@ -269,11 +275,12 @@ def augment(images, seed, aug: dict):
 
 
 def train_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, start_epoch: int,
-                  teacher: np.ndarray | None = None):
+                  teacher: np.ndarray | None = None, tenths: np.ndarray | None = None):
     """Batches for epochs [start_epoch, cfg.epochs); returns (dataset, steps_per_epoch).
 
     With ``teacher`` (N x classes probabilities) the targets are
-    ``(1 - kd_alpha) * smoothed labels + kd_alpha * teacher``.
+    ``(1 - kd_alpha) * smoothed labels + kd_alpha * teacher``. With ``tenths`` (N 100-class
+    labels, for a digit-sum head) the smoothed tenths are appended: targets are N x 110.
     """
     import tensorflow as tf
 
@@ -285,6 +292,7 @@ def train_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, start_epoch: i
     step0 = start_epoch * steps
     xs, ys = tf.constant(x), tf.constant(y)
     ts = None if teacher is None else tf.constant(teacher, tf.float32)
+    t100 = None if tenths is None else tf.constant(tenths)
     aug = cfg.aug()
 
     def make(i, step):
@@ -293,6 +301,8 @@ def train_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, start_epoch: i
         target = soft_labels(tf.gather(ys, i), cfg.classes, cfg.label_smoothing)
         if ts is not None:
             target = (1.0 - cfg.kd_alpha) * target + cfg.kd_alpha * tf.gather(ts, i)
+        if t100 is not None:
+            target = tf.concat([target, soft_labels(tf.gather(t100, i), 100, cfg.label_smoothing)], axis=-1)
         return imgs, target
 
     steps_t = np.arange(step0, step0 + len(idx), dtype=np.int64)
@@ -300,13 +310,67 @@ def train_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, start_epoch: i
     return ds.prefetch(2), steps
 
 
-def eval_dataset(x: np.ndarray, y: np.ndarray, classes: int, batch: int = 256):
+def eval_dataset(x: np.ndarray, y: np.ndarray, classes: int, batch: int = 256, tenths: np.ndarray | None = None):
     import tensorflow as tf
 
     from digitrec import preprocess
 
-    ds = tf.data.Dataset.from_tensor_slices((preprocess.to_float(x), tf.one_hot(y, classes)))
+    target = tf.one_hot(y, classes)
+    if tenths is not None:
+        target = tf.concat([target, tf.one_hot(tenths, 100)], axis=-1)
+    ds = tf.data.Dataset.from_tensor_slices((preprocess.to_float(x), target))
     return ds.batch(batch).cache()
+
+
+# ----------------------------------------------------------------- tenths supervision
+
+
+def tenths_output(model):
+    """The tenths softmax of a digit-sum head (``models._blocks.digit_sum_head``), or None."""
+    from digitrec.models._blocks import TENTHS_LAYER
+
+    for layer in model.layers:  # QAT wraps it as quant_<name>
+        if layer.name in (TENTHS_LAYER, "quant_" + TENTHS_LAYER):
+            return layer.output
+    return None
+
+
+def training_view(model, cfg: TrainConfig):
+    """What Keras fits: ``model`` itself, or, with tenths supervision, the same layers with the
+    digit and tenth probabilities side by side (N x 110) so one loss can weigh both."""
+    if not cfg.tenths_weight:
+        return model
+    tenths = tenths_output(model)
+    if cfg.classes != 10 or tenths is None:
+        raise ValueError(f"tenths_weight {cfg.tenths_weight}: model {cfg.model!r} with {cfg.classes} classes has "
+                         "no digit-sum head to supervise (only 10-class models built with one)")
+    keras = _keras()
+    both = keras.layers.Concatenate(name="digits_and_tenths")([model.output, tenths])
+    return keras.Model(model.input, both, name=model.name + "_tenths")
+
+
+def _digit_accuracy(y_true, y_pred):
+    import tensorflow as tf
+
+    return tf.cast(tf.equal(tf.argmax(y_true[:, :10], -1), tf.argmax(y_pred[:, :10], -1)), tf.float32)
+
+
+def _loss_and_metric(cfg: TrainConfig):
+    """Cross-entropy (and accuracy) on the model's output; with tenths supervision, on the digit
+    columns plus ``tenths_weight`` x cross-entropy on the tenth columns."""
+    import tensorflow as tf
+
+    keras = _keras()
+    ce = keras.losses.CategoricalCrossentropy()
+    if not cfg.tenths_weight:
+        return ce, "accuracy"
+
+    def loss(y_true, y_pred):
+        y_pred = tf.clip_by_value(y_pred, 1e-7, 1.0)
+        return ce(y_true[:, :10], y_pred[:, :10]) + cfg.tenths_weight * ce(y_true[:, 10:], y_pred[:, 10:])
+
+    _digit_accuracy.__name__ = "accuracy"  # logs keep the keys accuracy / val_accuracy
+    return loss, _digit_accuracy
 
 
 # ----------------------------------------------------------------- one phase
@@ -365,7 +429,10 @@ def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: floa
     phase_dir.mkdir(parents=True, exist_ok=True)
     state = _read_json(phase_dir / "state.json") or {}
     opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
-    model.compile(optimizer=opt, loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+    model = training_view(model, cfg)  # shares every layer (and weight) with the model passed in
+    loss, metric = _loss_and_metric(cfg)
+    model.compile(optimizer=opt, loss=loss, metrics=[metric])
+    tenths = splits.tenths if cfg.tenths_weight else {}
     ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
     manager = tf.train.CheckpointManager(ckpt, str(phase_dir / "ckpt"), max_to_keep=1)
     start = int(state.get("epoch", 0))
@@ -374,14 +441,15 @@ def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: floa
         print(f"resuming {phase_dir} at epoch {start}")
     if not state.get("done") and start < epochs and state.get("wait", 0) < cfg.patience:
         ds, steps = train_dataset(splits.x["train"], splits.y["train"], replace(cfg, epochs=epochs), start,
-                                  splits.teacher)
+                                  splits.teacher, tenths.get("train"))
         callbacks = [
             keras.callbacks.LearningRateScheduler(_lr_schedule(lr, epochs)),
             _make_callback(model, phase_dir, cfg.patience, state, manager),
             keras.callbacks.CSVLogger(str(phase_dir / "log.csv"), append=True),
         ]
         model.fit(ds, epochs=epochs, initial_epoch=start, steps_per_epoch=steps, callbacks=callbacks,
-                  validation_data=eval_dataset(splits.x["val"], splits.y["val"], cfg.classes),
+                  validation_data=eval_dataset(splits.x["val"], splits.y["val"], cfg.classes,
+                                               tenths=tenths.get("val")),
                   verbose=1 if sys.stdout.isatty() else 2)
     state["done"] = True
     _write_json(phase_dir / "state.json", state)
@@ -450,6 +518,7 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
             "augment": cfg.aug(),
             "teachers": list(cfg.teachers),
             "kd_alpha": cfg.kd_alpha if cfg.teachers else None,
+            "tenths_weight": cfg.tenths_weight or None,
             "val_accuracy_float": float_state.get("best"),
             "val_accuracy_qat": qat_state.get("best"),
         },
@@ -543,6 +612,7 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         batch=args.batch, seed=args.seed, limit=args.limit or 0, patience=args.patience,
         split_mode=args.split_mode, augment={**recipe.get("augment", {}), **parse_aug(args.aug or [])},
         teachers=_teachers_from_args(args.teacher, recipe.get("teachers", ())), kd_alpha=args.kd_alpha,
+        tenths_weight=recipe.get("tenths_weight", 0.0) if args.tenths_weight is None else args.tenths_weight,
     )
 
 
@@ -630,6 +700,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="distil from exported models, e.g. 100cls_GRAY/v16 (same data and split); "
                    "'none' for labels only (default: the shipped recipe, see SHIPPED_RECIPES)")
     p.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the teachers in the targets")
+    p.add_argument("--tenths-weight", type=float,
+                   help="10-class models with a digit-sum head: loss weight of the tenths labels "
+                   "(default: the shipped recipe; 0 trains on digit labels alone)")
     p.add_argument("--teachers-dir", default="exported_models", help="where --teacher ids live")
     p.add_argument("--out", default="exported_models", help="export root (default exported_models)")
     p.add_argument("--runs", default=RUNS_DIR, help="checkpoint root, outside git (default runs)")

@@ -102,5 +102,34 @@ def dense_head(x, classes: int, hidden: tuple[int, ...] = (), dropout: float = 0
     return layers.Softmax()(x)
 
 
+TENTHS_LAYER = "tenths"  # the softmax over tenths inside a digit-sum head (training reads it too)
+DIGIT_SUM_LAYER = "digit_sum"  # its fixed tenths -> digits sum (QAT gives it a fixed output range)
+
+
+def digit_sum_matrix():
+    """100 x 10 matrix of 0/1: tenth t counts for its nearest digit (``labels.class10_from_class100``)."""
+    import numpy as np
+
+    from digitrec import labels
+
+    digit = labels.class10_from_class100(np.arange(100))
+    return (digit[:, None] == np.arange(10)[None, :]).astype(np.float32)
+
+
+def digit_sum_head(x, dropout: float = 0.0):
+    """A 10-class output read through tenths: Dense(100) + softmax, then a fixed, bias-free
+    FULLY_CONNECTED that sums the probabilities of each digit's tenths (x.5 .. (x+1).4).
+
+    Training can supervise the tenths softmax (layer ``TENTHS_LAYER``) with 100-class labels, so
+    the network learns where the x.4/x.5 rounding boundary lies instead of guessing it from
+    rounded labels. The exported model still outputs 10 digit probabilities (summing to 1).
+    """
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    tenths = layers.Softmax(name=TENTHS_LAYER)(layers.Dense(100)(x))
+    total = keras.initializers.Constant(digit_sum_matrix())
+    return layers.Dense(10, use_bias=False, trainable=False, kernel_initializer=total, name=DIGIT_SUM_LAYER)(tenths)
+
+
 def model(inp, out, name: str) -> keras.Model:
     return keras.Model(inp, out, name=name)

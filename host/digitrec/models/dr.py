@@ -6,10 +6,13 @@ Design (why it should beat the earlier zoo at the same size):
 * three max-pools to 4x3, then a *global depthwise conv* head (a learned 4x3 spatial
   weighting, as in MobileFaceNet) instead of global average pooling: the 100-class task
   is about *where* the roll sits vertically, which GAP throws away;
-* one Dense to the classes; every op is CONV_2D / DEPTHWISE_CONV_2D / MAX_POOL_2D / ADD /
-  RESHAPE / FULLY_CONNECTED / SOFTMAX.
+* one Dense to the classes; for 10 classes a Dense over the 100 *tenths*, whose softmax a
+  fixed FULLY_CONNECTED sums into digits (``_blocks.digit_sum_head``): trained on tenths
+  labels too, it learns where x.4/x.5 rounds, which rounded labels only hint at;
+* every op is CONV_2D / DEPTHWISE_CONV_2D / MAX_POOL_2D / ADD / RESHAPE / FULLY_CONNECTED /
+  SOFTMAX.
 
-Budgets: 10 classes ~50k weights (.tflite <= 64 KB), 100 classes ~80k (<= 100 KB).
+Budgets: 10 classes ~48k weights (.tflite <= 64 KB), 100 classes ~80k (<= 100 KB).
 """
 
 from digitrec.models import _blocks as b
@@ -18,7 +21,7 @@ from digitrec.models import register
 L = b.layers
 
 # classes -> (stem, c1, c2, c3)
-WIDTHS = {10: (16, 32, 40, 56), 100: (16, 32, 48, 80)}
+WIDTHS = {10: (16, 32, 40, 52), 100: (16, 32, 48, 80)}
 
 
 def sep_residual(x):
@@ -29,9 +32,12 @@ def sep_residual(x):
 
 
 def gdc_head(x, classes: int, dropout: float):
-    """Global depthwise conv over the whole (H, W) map -> 1x1xC, then Dense + softmax."""
+    """Global depthwise conv over the whole (H, W) map -> 1x1xC, then Dense + softmax
+    (10 classes: the digit-sum head over tenths)."""
     x = b.dw_bn(x, (int(x.shape[1]), int(x.shape[2])), 1, None, padding="valid")
     x = L.Flatten()(x)
+    if classes == 10:
+        return b.digit_sum_head(x, dropout=dropout)
     return b.dense_head(x, classes, dropout=dropout)
 
 

@@ -6,7 +6,7 @@ otherwise leaves a per-channel int8 MUL after each conv (worse accuracy, bigger 
 stand-alone BatchNorm (``original_haverland``'s input BN) becomes the exactly equivalent
 1x1 depthwise conv with bias: quantized as a BN, the converter left the model's input
 quantizer in float. It then annotates every layer: layers that tfmot's default 8-bit
-registry supports get its config; ``Multiply`` (squeeze-excitation) gets
+registry supports get its config; the digit-sum layer gets a fixed [0, 1] output range; ``Multiply`` (squeeze-excitation) gets
 ``OutputQuantizeConfig``, which fake-quantizes only the layer's output, exactly what the
 int8 converter does for MUL. Any other failure propagates: there is no float fallback.
 """
@@ -20,6 +20,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras as keras  # noqa: E402
+
+from digitrec.models._blocks import DIGIT_SUM_LAYER  # noqa: E402
 
 _q = tfmot.quantization.keras
 _Registry = _q.default_8bit.Default8BitQuantizeRegistry
@@ -47,8 +49,34 @@ class OutputQuantizeConfig(_q.QuantizeConfig):
         return {}
 
 
+class ProbabilitySumQuantizeConfig(_q.QuantizeConfig):
+    """The digit-sum layer (``_blocks.digit_sum_head``): its 0/1 kernel is quantized exactly
+    (symmetric, per tensor) and its output, a probability, gets the fixed range [0, 1] as the
+    converter gives SOFTMAX, instead of a moving-average range that starts at [-6, 6] and
+    shrinks over thousands of steps (too coarse an output scale for short QAT)."""
+
+    def get_weights_and_quantizers(self, layer):
+        return [(layer.kernel, _q.quantizers.LastValueQuantizer(num_bits=8, per_axis=False, symmetric=True,
+                                                                 narrow_range=True))]
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        layer.kernel = quantize_weights[0]
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [_q.quantizers.FixedQuantizer(num_bits=8, init_min=0.0, init_max=1.0, narrow_range=False)]
+
+    def get_config(self):
+        return {}
+
+
 def custom_objects() -> dict[str, object]:
-    return {"OutputQuantizeConfig": OutputQuantizeConfig}
+    return {"OutputQuantizeConfig": OutputQuantizeConfig, "ProbabilitySumQuantizeConfig": ProbabilitySumQuantizeConfig}
 
 
 def scope() -> contextlib.AbstractContextManager:
@@ -60,6 +88,8 @@ def _annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
     if isinstance(layer, keras.layers.InputLayer):
         return layer.__class__.from_config(layer.get_config())
     clone = layer.__class__.from_config(layer.get_config())
+    if layer.name == DIGIT_SUM_LAYER:
+        return _q.quantize_annotate_layer(clone, ProbabilitySumQuantizeConfig())
     if isinstance(layer, keras.layers.Multiply) or (
         isinstance(layer, keras.layers.BatchNormalization) and not _Registry().supports(layer)
     ):
