@@ -59,6 +59,7 @@ class TrainConfig:
     qat_lr: float = 1e-4
     weight_decay: float = 1e-4
     patience: int = 12
+    patience_after: float = 0.0  # early stopping only from this fraction of the schedule on
     label_smoothing: float = 0.1
     seed: int = 0
     limit: int = 0  # 0 = all training images
@@ -92,8 +93,9 @@ class TrainConfig:
         if not self.teachers:  # keep the hashes of runs made before distillation existed
             doc.pop("teachers")
             doc.pop("kd_alpha")
-        if not self.tenths_weight:  # likewise for runs made before tenths supervision existed
-            doc.pop("tenths_weight")
+        for key in ("tenths_weight", "patience_after"):  # likewise for runs made before these existed
+            if not doc[key]:
+                doc.pop(key)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -118,8 +120,10 @@ RECOMMENDED_EPOCHS: dict[str, tuple[int, int]] = {
 # trains on the labels alone), augmentation overrides and epochs (the command line overrides them).
 SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     # docs/training.md: held-out meters; dr's 10-class head reads digits through tenths
-    ("dr", 10, "gray"): {"augment": {"invert_p": 0.3, "aspect": 0.15}, "tenths_weight": 1.0},
-    ("dr", 10, "rgb"): {"augment": {"invert_p": 0.3, "aspect": 0.15}, "tenths_weight": 1.0},  # the colour test
+    # (early stopping from half the schedule on: the cosine rate is still high before)
+    ("dr", 10, "gray"): {"augment": {"invert_p": 0.3, "aspect": 0.15}, "tenths_weight": 1.0, "patience_after": 0.5},
+    ("dr", 10, "rgb"): {"augment": {"invert_p": 0.3, "aspect": 0.15}, "tenths_weight": 1.0,
+                        "patience_after": 0.5},  # the colour test
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr")},
     # Schedules kept over the family's recommended one by validation accuracy (docs/training.md).
     ("v16", 100, "gray"): {"epochs": 30, "qat_epochs": 4},
@@ -383,7 +387,14 @@ def _keras():
     return keras
 
 
-def _make_callback(model, phase_dir: Path, patience: int, state: dict, ckpt_manager):
+def first_stop_epoch(cfg: TrainConfig, epochs: int) -> int:
+    """The first epoch after which early stopping may end a phase of ``epochs``: with a cosine
+    schedule the learning rate is still high in the first half, where validation accuracy
+    often stalls for a while before the low-rate epochs improve it again."""
+    return int(np.ceil(cfg.patience_after * epochs))
+
+
+def _make_callback(model, phase_dir: Path, patience: int, state: dict, ckpt_manager, first_stop: int = 0):
     keras = _keras()
 
     class RunState(keras.callbacks.Callback):
@@ -404,7 +415,7 @@ def _make_callback(model, phase_dir: Path, patience: int, state: dict, ckpt_mana
             state["epoch"] = epoch + 1
             ckpt_manager.save(checkpoint_number=epoch + 1)
             _write_json(phase_dir / "state.json", state)
-            if state["wait"] >= patience:
+            if state["wait"] >= patience and epoch + 1 >= first_stop:
                 print(f"early stop: no val_accuracy gain for {patience} epochs (best {state['best']:.4f})")
                 model.stop_training = True
 
@@ -439,12 +450,14 @@ def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: floa
     if start and manager.latest_checkpoint and not state.get("done"):
         ckpt.restore(manager.latest_checkpoint)
         print(f"resuming {phase_dir} at epoch {start}")
-    if not state.get("done") and start < epochs and state.get("wait", 0) < cfg.patience:
+    first_stop = first_stop_epoch(cfg, epochs)
+    stopped = state.get("wait", 0) >= cfg.patience and start >= first_stop
+    if not state.get("done") and start < epochs and not stopped:
         ds, steps = train_dataset(splits.x["train"], splits.y["train"], replace(cfg, epochs=epochs), start,
                                   splits.teacher, tenths.get("train"))
         callbacks = [
             keras.callbacks.LearningRateScheduler(_lr_schedule(lr, epochs)),
-            _make_callback(model, phase_dir, cfg.patience, state, manager),
+            _make_callback(model, phase_dir, cfg.patience, state, manager, first_stop),
             keras.callbacks.CSVLogger(str(phase_dir / "log.csv"), append=True),
         ]
         model.fit(ds, epochs=epochs, initial_epoch=start, steps_per_epoch=steps, callbacks=callbacks,
@@ -610,6 +623,7 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         model=model, classes=classes, color=color,
         epochs=args.epochs or rec_epochs, qat_epochs=rec_qat if args.qat_epochs is None else args.qat_epochs,
         batch=args.batch, seed=args.seed, limit=args.limit or 0, patience=args.patience,
+        patience_after=recipe.get("patience_after", 0.0) if args.patience_after is None else args.patience_after,
         split_mode=args.split_mode, augment={**recipe.get("augment", {}), **parse_aug(args.aug or [])},
         teachers=_teachers_from_args(args.teacher, recipe.get("teachers", ())), kd_alpha=args.kd_alpha,
         tenths_weight=recipe.get("tenths_weight", 0.0) if args.tenths_weight is None else args.tenths_weight,
@@ -692,6 +706,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qat-epochs", type=int, help="QAT fine-tuning epochs (default: recommended per family)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--patience", type=int, default=12, help="early-stopping patience (epochs)")
+    p.add_argument("--patience-after", type=float, metavar="FRACTION",
+                   help="allow early stopping only after this fraction of the epochs (default: the shipped "
+                   "recipe, else 0)")
     p.add_argument("--limit", type=int, help="use at most N training images (quick runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-mode", choices=("cluster", "group"), default="cluster")
