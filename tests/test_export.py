@@ -282,6 +282,29 @@ def test_tenths_supervised_run_exports_a_digit_model(tmp_path):
     assert np.abs(diff).max() <= 1
 
 
+@pytest.mark.parametrize(("patience_after", "stops_at"), [(0.0, 3), (0.5, 5)])
+def test_early_stopping_waits_for_patience_after(tmp_path, patience_after, stops_at):
+    """Validation accuracy that only falls: patience 2 stops after epoch 3, unless early stopping
+    is held off until half of the 10 epochs are done."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    cfg = train.TrainConfig(model="x", patience=2, patience_after=patience_after)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(tmp_path / "ckpt"), max_to_keep=1)
+    state: dict = {}
+    cb = train._make_callback(model, tmp_path, cfg.patience, state, manager, train.first_stop_epoch(cfg, 10))
+    cb.set_model(model)
+    model.stop_training = False
+    epoch = 0
+    while not model.stop_training and epoch < 10:
+        cb.on_epoch_begin(epoch)
+        cb.on_epoch_end(epoch, {"val_accuracy": 0.9 - 0.01 * epoch})
+        epoch += 1
+    assert epoch == stops_at and state["best_epoch"] == 1
+    assert (train.TrainConfig("dr", patience_after=0.5).config_hash() != train.TrainConfig("dr").config_hash())
+
+
 def test_distillation_targets_mix_teacher_and_labels():
     x, y = synthetic(64, 10, 0)
     teacher = np.random.default_rng(0).dirichlet(np.ones(10), 64).astype(np.float32)
