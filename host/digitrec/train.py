@@ -120,10 +120,10 @@ RECOMMENDED_EPOCHS: dict[str, tuple[int, int]] = {
 # trains on the labels alone), augmentation overrides and epochs (the command line overrides them).
 SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     # docs/training.md: held-out meters; dr's 10-class head reads digits through tenths
-    # (early stopping from half the schedule on: the cosine rate is still high before)
-    ("dr", 10, "gray"): {"augment": {"invert_p": 0.3, "aspect": 0.15}, "tenths_weight": 1.0, "patience_after": 0.5},
+    # (the whole cosine schedule: early stopping at half of it left the rate still high)
+    ("dr", 10, "gray"): {"augment": {"invert_p": 0.3, "aspect": 0.15}, "tenths_weight": 1.0, "patience_after": 1.0},
     ("dr", 10, "rgb"): {"augment": {"invert_p": 0.3, "aspect": 0.15}, "tenths_weight": 1.0,
-                        "patience_after": 0.5},  # the colour test
+                        "patience_after": 1.0},  # the colour test
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr")},
     # Schedules kept over the family's recommended one by validation accuracy (docs/training.md).
     ("v16", 100, "gray"): {"epochs": 30, "qat_epochs": 4},

@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "dr"
-#define DR_MODEL_SHA256 "de611d6bea1a857c230a9bdb36fa77af46d57c230cbc36d5ddd53e2814d2483e"
+#define DR_MODEL_SHA256 "ea4fe4d9fe9bdea846a61396452aa05395280d5e30e035c200002922cddbd407"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
@@ -11,9 +11,9 @@
 #define DR_MODEL_INPUT_C 1
 #define DR_MODEL_IN_SCALE 0.003921568859368563f
 #define DR_MODEL_IN_ZP -128
-#define DR_MODEL_OUT_SCALE 0.00390625f
+#define DR_MODEL_OUT_SCALE 0.003921568859368563f
 #define DR_MODEL_OUT_ZP -128
-#define DR_MODEL_ARENA_BYTES 38160
+#define DR_MODEL_ARENA_BYTES 38256
 
 extern const unsigned char dr_model_data[];
 extern const unsigned int dr_model_data_len;

@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "dr"
-#define DR_MODEL_SHA256 "737dabd59609d43a7ccb1f450ab37db0bbaf8c4ae766f15f2184d6363c86f73e"
+#define DR_MODEL_SHA256 "125e266247c2a0c9a7b2dca5438036f7342315e1f888cc60b70204f38866be73"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "RGB"
 #define DR_MODEL_INPUT_H 32
@@ -11,9 +11,9 @@
 #define DR_MODEL_INPUT_C 3
 #define DR_MODEL_IN_SCALE 0.003921568859368563f
 #define DR_MODEL_IN_ZP -128
-#define DR_MODEL_OUT_SCALE 0.00390625f
+#define DR_MODEL_OUT_SCALE 0.003921568859368563f
 #define DR_MODEL_OUT_ZP -128
-#define DR_MODEL_ARENA_BYTES 38160
+#define DR_MODEL_ARENA_BYTES 38256
 
 extern const unsigned char dr_model_data[];
 extern const unsigned int dr_model_data_len;
