@@ -463,7 +463,7 @@ class DataSource:
     def tenths(self) -> np.ndarray:
         """100-class labels of the split's images, in the order of ``arrays``."""
         if self._tenths is None:
-            self._tenths = np.array([self.ds.items[i].class100 for i in self.indices], dtype=np.int64)
+            self._tenths = self.ds.tenths(self.indices)
         return self._tenths
 
     def sample_rgb(self, n: int) -> tuple[list[int], list[np.ndarray]]:

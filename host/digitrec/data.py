@@ -99,6 +99,10 @@ class Dataset:
         y = np.array([labels.label_for(self.items[i].value, classes) for i in indices], dtype=np.int64)
         return x, y, [self.items[i].path for i in indices]
 
+    def tenths(self, indices: list[int]) -> np.ndarray:
+        """int64 100-class labels of ``indices`` (no pixels gathered)."""
+        return np.array([self.items[i].class100 for i in indices], dtype=np.int64)
+
 
 # ---------------------------------------------------------------- scanning and decoding
 
@@ -422,7 +426,7 @@ def label_consistency(ds: Dataset, threshold: float = TWIN_CORRELATION) -> dict[
         j = sim.argmax(axis=1)
         best[m], partner[m] = sim[np.arange(len(m)), j], m[j]
     twins = np.flatnonzero(best >= threshold)
-    c100 = np.array([ds.items[i].class100 for i in usable], dtype=np.int64)
+    c100 = ds.tenths(usable)
     a, b = c100[twins], c100[partner[twins]]
     dist = labels.circular_distance(a, b)
     digit_same = labels.class10_from_class100(a) == labels.class10_from_class100(b)

@@ -53,6 +53,12 @@ def class10_from_class100(c100: int | np.ndarray) -> int | np.ndarray:
     return ((c100 + 5) // 10) % 10
 
 
+def tenths_to_digits() -> np.ndarray:
+    """100 x 10 float32 0/1 matrix: ``p100 @ tenths_to_digits()`` sums each digit's tenths."""
+    digit = class10_from_class100(np.arange(100))
+    return (digit[:, None] == np.arange(10)[None, :]).astype(np.float32)
+
+
 def class10(value: float) -> int:
     return int(class10_from_class100(class100(value)))
 

@@ -162,7 +162,7 @@ def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster
     xs, ys, tenths = {}, {}, {}
     for name in ("train", "val", "test"):
         x, y, _ = ds.arrays(split[name], color, classes)
-        t = np.array([ds.items[i].class100 for i in split[name]], dtype=np.int64)
+        t = ds.tenths(split[name])
         if limit and name == "train" and len(x) > limit:
             keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
             x, y, t = x[keep], y[keep], t[keep]
@@ -198,8 +198,7 @@ def teacher_probabilities(teachers: tuple[str, ...], x: np.ndarray, classes: int
         out = bench.predict_batched(m.data, preprocess.to_int8(x, m.in_q), 256, False, 1)
         p = m.probabilities(out).astype(np.float64)
         if m.classes != classes:  # tenths -> digit bins (nearest digit, half up)
-            bins = labels.class10_from_class100(np.arange(100))
-            p = np.stack([p[:, bins == d].sum(axis=1) for d in range(10)], axis=1)
+            p = p @ labels.tenths_to_digits()
         probs.append(p / p.sum(axis=1, keepdims=True))
     return np.mean(probs, axis=0).astype(np.float32)
 

@@ -8,6 +8,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tf_keras as keras  # noqa: E402
 
+from digitrec import labels  # noqa: E402
+
 layers = keras.layers
 HEIGHT, WIDTH = 32, 20
 
@@ -106,16 +108,6 @@ TENTHS_LAYER = "tenths"  # the softmax over tenths inside a digit-sum head (trai
 DIGIT_SUM_LAYER = "digit_sum"  # its fixed tenths -> digits sum (QAT gives it a fixed output range)
 
 
-def digit_sum_matrix():
-    """100 x 10 matrix of 0/1: tenth t counts for its nearest digit (``labels.class10_from_class100``)."""
-    import numpy as np
-
-    from digitrec import labels
-
-    digit = labels.class10_from_class100(np.arange(100))
-    return (digit[:, None] == np.arange(10)[None, :]).astype(np.float32)
-
-
 def digit_sum_head(x, dropout: float = 0.0):
     """A 10-class output read through tenths: Dense(100) + softmax, then a fixed, bias-free
     FULLY_CONNECTED that sums the probabilities of each digit's tenths (x.5 .. (x+1).4).
@@ -127,7 +119,7 @@ def digit_sum_head(x, dropout: float = 0.0):
     if dropout:
         x = layers.Dropout(dropout)(x)
     tenths = layers.Softmax(name=TENTHS_LAYER)(layers.Dense(100)(x))
-    total = keras.initializers.Constant(digit_sum_matrix())
+    total = keras.initializers.Constant(labels.tenths_to_digits())
     return layers.Dense(10, use_bias=False, trainable=False, kernel_initializer=total, name=DIGIT_SUM_LAYER)(tenths)
 
 
