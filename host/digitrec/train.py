@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-CODE_VERSION = 1  # bump when training code changes what a model would become
+CODE_VERSION = 2  # bump when training code changes what a model would become (2: QAT without Dropout)
 RUNS_DIR = "runs"
 
 
@@ -526,6 +526,8 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
             "teachers": list(cfg.teachers),
             "kd_alpha": cfg.kd_alpha if cfg.teachers else None,
             "tenths_weight": cfg.tenths_weight or None,
+            "patience_after": cfg.patience_after or None,
+            "code_version": CODE_VERSION,
             "val_accuracy_float": float_state.get("best"),
             "val_accuracy_qat": qat_state.get("best"),
         },

@@ -1,11 +1,14 @@
 """Quantization-aware training wrappers (tfmot 0.8.1, Keras 2).
 
-``quantize(model)`` first folds every BatchNorm that follows a Conv2D / DepthwiseConv2D /
-Dense into that layer's kernel and bias (``fold_batchnorm``): tfmot 0.8.1 with TF 2.21
+``quantize(model)`` first turns the model into its inference graph (``inference_graph``): it
+folds every BatchNorm that follows a Conv2D / DepthwiseConv2D /
+Dense into that layer's kernel and bias: tfmot 0.8.1 with TF 2.21
 otherwise leaves a per-channel int8 MUL after each conv (worse accuracy, bigger file). A
 stand-alone BatchNorm (``original_haverland``'s input BN) becomes the exactly equivalent
 1x1 depthwise conv with bias: quantized as a BN, the converter left the model's input
-quantizer in float. It then annotates every layer: layers that tfmot's default 8-bit
+quantizer in float. Dropout layers are left out: kept during QAT, they scale the activations
+the moving-average quantizers record by up to 1 / (1 - rate), so the int8 ranges come out too
+wide (docs/training.md measures it). It then annotates every layer: layers that tfmot's default 8-bit
 registry supports get its config; the digit-sum layer gets a fixed [0, 1] output range; ``Multiply`` (squeeze-excitation) gets
 ``OutputQuantizeConfig``, which fake-quantizes only the layer's output, exactly what the
 int8 converter does for MUL. Any other failure propagates: there is no float fallback.
@@ -158,9 +161,10 @@ def _bn_as_depthwise(bn: keras.layers.BatchNormalization) -> tuple[keras.layers.
     return layer, [s.reshape(1, 1, -1, 1).astype(np.float32), (beta - mean * s).astype(np.float32)]
 
 
-def fold_batchnorm(model: keras.Model) -> keras.Model:
-    """Functional copy of ``model`` with Conv/Dense+BatchNorm pairs merged and any stand-alone
-    4-D BatchNorm turned into a 1x1 depthwise conv (both inference-exact)."""
+def inference_graph(model: keras.Model, keep_dropout: bool = False) -> keras.Model:
+    """Functional copy of ``model`` with Conv/Dense+BatchNorm pairs merged, any stand-alone
+    4-D BatchNorm turned into a 1x1 depthwise conv and Dropout left out (all inference-exact;
+    ``keep_dropout`` rebuilds the QAT models of runs made before Dropout was left out)."""
     pairs = _fold_pairs(model)
     folded_bn = set(pairs.values())
     tensors: dict[str, object] = {}
@@ -170,7 +174,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
                                               else layer.input_shape, name=layer.name)
             continue
         srcs = [tensors[s.name] for s in _inbound(layer)]
-        if layer.name in folded_bn:
+        if layer.name in folded_bn or (isinstance(layer, keras.layers.Dropout) and not keep_dropout):
             tensors[layer.name] = srcs[0]
             continue
         if isinstance(layer, keras.layers.BatchNormalization) and len(layer.input_shape) == 4:
@@ -192,9 +196,9 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     return keras.Model([tensors[t._keras_history.layer.name] for t in model.inputs], outs, name=model.name)  # noqa: SLF001
 
 
-def quantize(model: keras.Model, fold: bool = True) -> keras.Model:
-    """Return the QAT model (fake-quant wrappers) of ``model`` (BatchNorm folded first)."""
-    base = fold_batchnorm(model) if fold else model
+def quantize(model: keras.Model, fold: bool = True, keep_dropout: bool = False) -> keras.Model:
+    """Return the QAT model (fake-quant wrappers) of ``model`` (of its ``inference_graph``)."""
+    base = inference_graph(model, keep_dropout) if fold else model
     annotated = keras.models.clone_model(base, clone_function=_annotate)
     annotated.set_weights(base.get_weights())
     with scope():
