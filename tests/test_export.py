@@ -370,3 +370,11 @@ def test_train_all_covers_exactly_the_shipped_models():
 
     shipped = {(p.parent.name, p.parent.parent.name) for p in Path(MODELS_DIR).glob("*/*/card.json")}
     assert {(m, f"{c}cls_{color.upper()}") for m, c, color in train.zoo()} == shipped
+
+
+def test_qat_dropout_runs_keep_their_version_1_hash(monkeypatch):
+    """Keeping Dropout in QAT is what training code version 1 did, so such recipes match older cards."""
+    kept = train.TrainConfig("v4", qat_dropout=True).config_hash()
+    left_out = train.TrainConfig("v4").config_hash()
+    monkeypatch.setattr(train, "CODE_VERSION", 1)
+    assert kept == train.TrainConfig("v4").config_hash() != left_out

@@ -62,7 +62,10 @@ def test_inference_graph_is_exact(name, classes):
     assert any(type(layer).__name__ == "Dropout" for layer in m.layers)
     folded = qat.inference_graph(m)
     assert not any(type(layer).__name__ in ("BatchNormalization", "Dropout") for layer in folded.layers)
-    assert not any(type(layer.layer).__name__ == "Dropout" for layer in qat.quantize(m).layers if hasattr(layer, "layer"))
+    def has_dropout(qmodel):
+        return any(type(getattr(layer, "layer", layer)).__name__ == "Dropout" for layer in qmodel.layers)
+
+    assert not has_dropout(qat.quantize(m)) and has_dropout(qat.quantize(m, keep_dropout=True))
     x = np.random.default_rng(1).random((4, 32, 20, 1)).astype("float32")
     np.testing.assert_allclose(m.predict(x, verbose=0), folded.predict(x, verbose=0), atol=1e-5)
 

@@ -466,8 +466,9 @@ def load_run(run: Path) -> tuple[object, object, dict]:
     meta = json.loads(record_path.read_text())
     float_model = create_model(meta["name"], int(meta["classes"]), meta["color"].lower())
     float_model.load_weights(str(run / "float.weights.h5"))
-    # runs of training code version 1 fine-tuned (and saved) their QAT model with Dropout layers
-    keep_dropout = meta.get("training", {}).get("code_version", 1) < 2
+    # runs of training code version 1 (and --qat-dropout runs) fine-tuned their QAT model with Dropout
+    training = meta.get("training", {})
+    keep_dropout = training.get("code_version", 1) < 2 or bool(training.get("qat_dropout"))
     qat_model = qat.quantize(create_model(meta["name"], int(meta["classes"]), meta["color"].lower()),
                              keep_dropout=keep_dropout)
     qat_model.load_weights(str(run / "qat.weights.h5"))

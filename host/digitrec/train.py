@@ -68,6 +68,7 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()  # exported model ids, e.g. "100cls_GRAY/v16"
     kd_alpha: float = 0.5
     tenths_weight: float = 0.0  # loss weight of the tenths labels on a 10-class model's digit-sum head
+    qat_dropout: bool = False  # keep Dropout active in QAT, as training code version 1 always did
 
     def aug(self) -> dict:
         defaults = {
@@ -89,7 +90,8 @@ class TrainConfig:
         doc = {k: v for k, v in asdict(self).items()}
         # keys added later stay out of the hash at their default, so older runs remain up to date
         doc["augment"] = {k: v for k, v in self.aug().items() if AUG_ADDED_LATER.get(k, object()) != v}
-        doc["code_version"] = CODE_VERSION
+        # QAT with Dropout kept is exactly what code version 1 did: such runs keep their version-1 hash
+        doc["code_version"] = 1 if doc.pop("qat_dropout") else CODE_VERSION
         if not self.teachers:  # keep the hashes of runs made before distillation existed
             doc.pop("teachers")
             doc.pop("kd_alpha")
@@ -472,12 +474,12 @@ def run_dir(runs_root: Path, cfg: TrainConfig) -> Path:
     return Path(runs_root) / f"{cfg.classes}cls_{cfg.color.upper()}" / cfg.model
 
 
-def quantize_for_training(model):
+def quantize_for_training(model, keep_dropout: bool = False):
     """tfmot QAT wrapping; any failure is an error naming the model (no fallback)."""
     from digitrec.models import qat
 
     try:
-        return qat.quantize(model)
+        return qat.quantize(model, keep_dropout=keep_dropout)
     except Exception as exc:
         raise RuntimeError(f"QAT of {model.name!r} failed: {exc}") from exc
 
@@ -502,7 +504,7 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
     model.save_weights(str(rdir / "float.weights.h5"))
     if get_family(cfg.model).pc_only or cfg.qat_epochs <= 0:
         return {"name": cfg.model, "float_state": float_state}
-    qmodel = quantize_for_training(model)
+    qmodel = quantize_for_training(model, keep_dropout=cfg.qat_dropout)
     qat_state = run_phase(qmodel, splits, replace(cfg, patience=max(cfg.patience, cfg.qat_epochs)), rdir / "qat",
                           cfg.qat_lr, cfg.qat_epochs)
     qmodel.save_weights(str(rdir / "qat.weights.h5"))  # `digitrec export --run` rebuilds + loads these
@@ -528,6 +530,7 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
             "tenths_weight": cfg.tenths_weight or None,
             "patience_after": cfg.patience_after or None,
             "code_version": CODE_VERSION,
+            "qat_dropout": cfg.qat_dropout,
             "val_accuracy_float": float_state.get("best"),
             "val_accuracy_qat": qat_state.get("best"),
         },
@@ -623,6 +626,7 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         split_mode=args.split_mode, augment={**recipe.get("augment", {}), **parse_aug(args.aug or [])},
         teachers=_teachers_from_args(args.teacher, recipe.get("teachers", ())), kd_alpha=args.kd_alpha,
         tenths_weight=recipe.get("tenths_weight", 0.0) if args.tenths_weight is None else args.tenths_weight,
+        qat_dropout=recipe.get("qat_dropout", False) if args.qat_dropout is None else args.qat_dropout,
     )
 
 
@@ -716,6 +720,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tenths-weight", type=float,
                    help="10-class models with a digit-sum head: loss weight of the tenths labels "
                    "(default: the shipped recipe; 0 trains on digit labels alone)")
+    p.add_argument("--qat-dropout", action=argparse.BooleanOptionalAction,
+                   help="keep Dropout active during QAT fine-tuning (default: the shipped recipe, else left out)")
     p.add_argument("--teachers-dir", default="exported_models", help="where --teacher ids live")
     p.add_argument("--out", default="exported_models", help="export root (default exported_models)")
     p.add_argument("--runs", default=RUNS_DIR, help="checkpoint root, outside git (default runs)")
