@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "v4"
-#define DR_MODEL_SHA256 "45f67de3b4bdb07f3fbad3b55d25bb560a60d87e7461bee2ad3aefbb7ddb667c"
+#define DR_MODEL_SHA256 "b3cc24339d457d1f10adb6a0c716fb14601cdd2594deafe5c944b5f7eae39852"
 #define DR_MODEL_CLASSES 100
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
