@@ -378,3 +378,25 @@ def test_qat_dropout_runs_keep_their_version_1_hash(monkeypatch):
     left_out = train.TrainConfig("v4").config_hash()
     monkeypatch.setattr(train, "CODE_VERSION", 1)
     assert kept == train.TrainConfig("v4").config_hash() != left_out
+
+
+@pytest.mark.parametrize("qat_dropout", [False, True])
+def test_run_reloads_for_re_export(tmp_path, qat_dropout):
+    """`digitrec export --run` rebuilds the QAT model a run saved, Dropout left out or kept as the
+    run's record says (a version-1 record, without the keys, kept it), and converts it to what
+    `train` exported."""
+    splits = synthetic_splits()
+    cfg = train.TrainConfig(model="v4", classes=10, epochs=1, qat_epochs=1, batch=64, qat_dropout=qat_dropout)
+    train.train_model(cfg, splits, tmp_path / "out", tmp_path / "runs")
+    run = tmp_path / "runs" / "10cls_GRAY" / "v4"
+    if qat_dropout:  # as written by training code version 1
+        record = json.loads((run / "record.json").read_text())
+        del record["training"]["code_version"], record["training"]["qat_dropout"]
+        (run / "record.json").write_text(json.dumps(record))
+    qmodel, _, _ = export.load_run(run)
+    again = export.convert_int8(qmodel, export.representative_subset(splits.x["train"], 500, cfg.seed))
+    exported = (tmp_path / "out" / "10cls_GRAY" / "v4" / "model.tflite").read_bytes()
+    iq, _ = export.io_quant(exported)
+    x = preprocess.to_int8(splits.x["test"], preprocess.Quant(iq["scale"], iq["zero_point"]))
+    diff = export.litert_predict(again, x).astype(int) - export.litert_predict(exported, x).astype(int)
+    assert np.abs(diff).max() <= 1

@@ -48,6 +48,10 @@ def test_v4_has_about_51k_weights():
     assert 49_000 <= weight_count(create_model("v4", 10, "gray")) <= 53_000
 
 
+def _has_dropout(qmodel) -> bool:
+    return any(type(getattr(layer, "layer", layer)).__name__ == "Dropout" for layer in qmodel.layers)
+
+
 @pytest.mark.parametrize(("name", "classes"), [("dr", 100), ("original_haverland", 10)])
 def test_inference_graph_is_exact(name, classes):
     """Conv+BN pairs merge; a stand-alone (input) BN becomes an exact 1x1 depthwise conv;
@@ -62,10 +66,7 @@ def test_inference_graph_is_exact(name, classes):
     assert any(type(layer).__name__ == "Dropout" for layer in m.layers)
     folded = qat.inference_graph(m)
     assert not any(type(layer).__name__ in ("BatchNormalization", "Dropout") for layer in folded.layers)
-    def has_dropout(qmodel):
-        return any(type(getattr(layer, "layer", layer)).__name__ == "Dropout" for layer in qmodel.layers)
-
-    assert not has_dropout(qat.quantize(m)) and has_dropout(qat.quantize(m, keep_dropout=True))
+    assert not _has_dropout(qat.quantize(m)) and _has_dropout(qat.quantize(m, keep_dropout=True))
     x = np.random.default_rng(1).random((4, 32, 20, 1)).astype("float32")
     np.testing.assert_allclose(m.predict(x, verbose=0), folded.predict(x, verbose=0), atol=1e-5)
 

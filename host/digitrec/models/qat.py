@@ -1,17 +1,22 @@
 """Quantization-aware training wrappers (tfmot 0.8.1, Keras 2).
 
-``quantize(model)`` first turns the model into its inference graph (``inference_graph``): it
-folds every BatchNorm that follows a Conv2D / DepthwiseConv2D /
-Dense into that layer's kernel and bias: tfmot 0.8.1 with TF 2.21
-otherwise leaves a per-channel int8 MUL after each conv (worse accuracy, bigger file). A
-stand-alone BatchNorm (``original_haverland``'s input BN) becomes the exactly equivalent
-1x1 depthwise conv with bias: quantized as a BN, the converter left the model's input
-quantizer in float. Dropout layers are left out: kept during QAT, they scale the activations
-the moving-average quantizers record by up to 1 / (1 - rate), so the int8 ranges come out too
-wide (docs/training.md measures it). It then annotates every layer: layers that tfmot's default 8-bit
-registry supports get its config; the digit-sum layer gets a fixed [0, 1] output range; ``Multiply`` (squeeze-excitation) gets
-``OutputQuantizeConfig``, which fake-quantizes only the layer's output, exactly what the
-int8 converter does for MUL. Any other failure propagates: there is no float fallback.
+``quantize(model)`` first turns the model into its inference graph (``inference_graph``):
+* every BatchNorm that follows a Conv2D / DepthwiseConv2D / Dense is folded into that layer's
+  kernel and bias: tfmot 0.8.1 with TF 2.21 otherwise leaves a per-channel int8 MUL after each
+  conv (worse accuracy, bigger file);
+* a stand-alone BatchNorm (``original_haverland``'s input BN) becomes the exactly equivalent
+  1x1 depthwise conv with bias: quantized as a BN, the converter left the model's input
+  quantizer in float;
+* Dropout layers are left out: kept during QAT, they scale the activations the moving-average
+  quantizers record by up to 1 / (1 - rate), and the int8 ranges come out too wide
+  (docs/training.md, "Dropout during QAT"; ``keep_dropout`` keeps them, as runs of training
+  code version 1 did).
+
+It then annotates every layer: layers that tfmot's default 8-bit registry supports get its
+config; the digit-sum layer gets a fixed [0, 1] output range; ``Multiply``
+(squeeze-excitation) gets ``OutputQuantizeConfig``, which fake-quantizes only the layer's
+output, exactly what the int8 converter does for MUL. Any other failure propagates: there is
+no float fallback.
 """
 
 from __future__ import annotations
