@@ -627,12 +627,17 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         model=model, classes=classes, color=color,
         epochs=args.epochs or rec_epochs, qat_epochs=rec_qat if args.qat_epochs is None else args.qat_epochs,
         batch=args.batch, seed=args.seed, limit=args.limit or 0, patience=args.patience,
-        patience_after=recipe.get("patience_after", 0.0) if args.patience_after is None else args.patience_after,
+        patience_after=_given_or_recipe(args.patience_after, recipe, "patience_after", 0.0),
         split_mode=args.split_mode, augment={**recipe.get("augment", {}), **parse_aug(args.aug or [])},
         teachers=_teachers_from_args(args.teacher, recipe.get("teachers", ())), kd_alpha=args.kd_alpha,
-        tenths_weight=recipe.get("tenths_weight", 0.0) if args.tenths_weight is None else args.tenths_weight,
-        qat_dropout=recipe.get("qat_dropout", False) if args.qat_dropout is None else args.qat_dropout,
+        tenths_weight=_given_or_recipe(args.tenths_weight, recipe, "tenths_weight", 0.0),
+        qat_dropout=_given_or_recipe(args.qat_dropout, recipe, "qat_dropout", False),
     )
+
+
+def _given_or_recipe(given, recipe: dict, key: str, default):
+    """A command-line value when given, else the shipped recipe's, else the default."""
+    return recipe.get(key, default) if given is None else given
 
 
 def _teachers_from_args(given: list[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -57,7 +57,7 @@ class OutputQuantizeConfig(_q.QuantizeConfig):
         return {}
 
 
-class ProbabilitySumQuantizeConfig(_q.QuantizeConfig):
+class ProbabilitySumQuantizeConfig(OutputQuantizeConfig):
     """The digit-sum layer (``_blocks.digit_sum_head``): its 0/1 kernel is quantized exactly
     (symmetric, per tensor) and its output, a probability, gets the fixed range [0, 1] as the
     converter gives SOFTMAX, instead of a moving-average range that starts at [-6, 6] and
@@ -67,20 +67,11 @@ class ProbabilitySumQuantizeConfig(_q.QuantizeConfig):
         return [(layer.kernel, _q.quantizers.LastValueQuantizer(num_bits=8, per_axis=False, symmetric=True,
                                                                  narrow_range=True))]
 
-    def get_activations_and_quantizers(self, layer):
-        return []
-
     def set_quantize_weights(self, layer, quantize_weights):
         layer.kernel = quantize_weights[0]
 
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
-
     def get_output_quantizers(self, layer):
         return [_q.quantizers.FixedQuantizer(num_bits=8, init_min=0.0, init_max=1.0, narrow_range=False)]
-
-    def get_config(self):
-        return {}
 
 
 def custom_objects() -> dict[str, object]:
@@ -201,9 +192,9 @@ def inference_graph(model: keras.Model, keep_dropout: bool = False) -> keras.Mod
     return keras.Model([tensors[t._keras_history.layer.name] for t in model.inputs], outs, name=model.name)  # noqa: SLF001
 
 
-def quantize(model: keras.Model, fold: bool = True, keep_dropout: bool = False) -> keras.Model:
+def quantize(model: keras.Model, keep_dropout: bool = False) -> keras.Model:
     """Return the QAT model (fake-quant wrappers) of ``model`` (of its ``inference_graph``)."""
-    base = inference_graph(model, keep_dropout) if fold else model
+    base = inference_graph(model, keep_dropout)
     annotated = keras.models.clone_model(base, clone_function=_annotate)
     annotated.set_weights(base.get_weights())
     with scope():
