@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -400,3 +402,103 @@ def test_run_reloads_for_re_export(tmp_path, qat_dropout):
     x = preprocess.to_int8(splits.x["test"], preprocess.Quant(iq["scale"], iq["zero_point"]))
     diff = export.litert_predict(again, x).astype(int) - export.litert_predict(exported, x).astype(int)
     assert np.abs(diff).max() <= 1
+
+
+def _interrupt_at(monkeypatch, phase: str, epoch: int) -> None:
+    """Ctrl-C as ``phase`` starts ``epoch`` (0-based), after the checkpoints of the epochs before."""
+    make = train._make_callback
+
+    def wrapped(model, phase_dir, *args, **kwargs):
+        cb = make(model, phase_dir, *args, **kwargs)
+        begin = cb.on_epoch_begin
+
+        def on_epoch_begin(e, logs=None):
+            if Path(phase_dir).name == phase and e == epoch:
+                raise KeyboardInterrupt
+            begin(e, logs)
+
+        cb.on_epoch_begin = on_epoch_begin
+        return cb
+
+    monkeypatch.setattr(train, "_make_callback", wrapped)
+
+
+def _log_epochs(phase_dir: Path) -> list[int]:
+    import csv
+
+    with (phase_dir / "log.csv").open() as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
+    """Stopped in the float phase's third epoch, then again in QAT's second, the same command
+    carries on from the last checkpoint each time: no epoch runs twice, none is skipped."""
+    splits = synthetic_splits()
+    cfg = train.TrainConfig(model="v4", classes=10, epochs=3, qat_epochs=2, batch=64)
+    run = tmp_path / "runs" / "10cls_GRAY" / "v4"
+    for phase, epoch in (("float", 2), ("qat", 1)):
+        with monkeypatch.context() as m:
+            _interrupt_at(m, phase, epoch)
+            with pytest.raises(KeyboardInterrupt):
+                train.train_model(cfg, splits, tmp_path / "out", tmp_path / "runs")
+        assert _log_epochs(run / phase) == list(range(epoch))
+    card = train.train_model(cfg, splits, tmp_path / "out", tmp_path / "runs")
+    assert f"resuming {run / 'qat'} at epoch 1" in capsys.readouterr().out
+    assert _log_epochs(run / "float") == [0, 1, 2] and _log_epochs(run / "qat") == [0, 1]
+    assert card["training"]["epochs"] == 3 and card["training"]["qat_epochs"] == 2
+    assert not list(run.glob("*.superseded-*"))
+
+
+def test_another_config_never_resumes_a_run(tmp_path):
+    """A changed QAT setting re-runs QAT on the finished float phase; a changed float setting
+    (here the training-set size) or data split starts afresh. The phases left behind are moved
+    aside, not deleted."""
+    splits = synthetic_splits()
+    cfg = train.TrainConfig(model="v4", classes=10, epochs=1, qat_epochs=1, batch=64)
+    run = tmp_path / "runs" / "10cls_GRAY" / "v4"
+    train.train_model(cfg, splits, tmp_path / "out", tmp_path / "runs")
+    first_float = (run / "float" / "state.json").read_text()
+
+    card = train.train_model(replace(cfg, qat_epochs=2), splits, tmp_path / "out", tmp_path / "runs")
+    assert (run / "float" / "state.json").read_text() == first_float  # reused, not retrained
+    assert card["training"]["qat_epochs"] == 2 and _log_epochs(run / "qat") == [0, 1]
+    assert len(list(run.glob("qat.superseded-*"))) == 1 and not list(run.glob("float.superseded-*"))
+
+    smaller = train.Splits({k: v[:320] if k == "train" else v for k, v in splits.x.items()},
+                           {k: v[:320] if k == "train" else v for k, v in splits.y.items()},
+                           {**splits.info, "train": 320})
+    train.train_model(cfg, smaller, tmp_path / "out", tmp_path / "runs")
+    assert len(list(run.glob("float.superseded-*"))) == 1 and len(list(run.glob("qat.superseded-*"))) == 2
+    assert json.loads((run / "config.json").read_text())["data"]["train"] == 320
+
+
+def test_teacher_files_are_named_and_checked(tmp_path):
+    """A distilled student's identity and card carry its teachers' SHA-256; a missing teacher is
+    an error naming it."""
+    from digitrec.bench import MODELS_DIR
+
+    shas = train.teacher_files(("100cls_GRAY/v16",), MODELS_DIR)
+    tflite = Path(MODELS_DIR) / "100cls_GRAY/v16/model.tflite"
+    assert shas == {"100cls_GRAY/v16": hashlib.sha256(tflite.read_bytes()).hexdigest()}
+    cfg = train.TrainConfig("dr", teachers=("100cls_GRAY/v16",))
+    info = {"fingerprint": "f"}
+    assert train.phase_identity(cfg, info, shas, "float") != train.phase_identity(cfg, info, {"100cls_GRAY/v16": "0"}, "float")
+    with pytest.raises(ValueError, match="10cls_GRAY/nope"):
+        train.teacher_files(("10cls_GRAY/nope",), MODELS_DIR)
+
+
+def test_train_all_notes_a_student_whose_teacher_changed(tmp_path):
+    models = tmp_path / "models"
+    teacher = models / "100cls_GRAY" / "t" / "model.tflite"
+    teacher.parent.mkdir(parents=True)
+    teacher.write_bytes(b"teacher v1")
+    student = models / "10cls_GRAY" / "dr"
+    student.mkdir(parents=True)
+    cfg = train.TrainConfig("dr", teachers=("100cls_GRAY/t",))
+    card = {"training": {"teacher_sha256": train.teacher_files(cfg.teachers, models)}}
+    (student / "card.json").write_text(json.dumps(card))
+    assert train.changed_teachers(models, cfg, models) == []
+    teacher.write_bytes(b"teacher v2")
+    assert train.changed_teachers(models, cfg, models) == ["100cls_GRAY/t"]
+    teacher.unlink()
+    assert train.changed_teachers(models, cfg, models) == ["100cls_GRAY/t"]

@@ -48,7 +48,7 @@ def qat_once(run: Path, cfg: train.TrainConfig, splits: train.Splits, seed: int,
     qmodel = qat.quantize(float_model, keep_dropout=keep_dropout)
     qcfg = replace(cfg, seed=seed, patience=max(cfg.patience, cfg.qat_epochs))
     with tempfile.TemporaryDirectory() as tmp:
-        state = train.run_phase(qmodel, splits, qcfg, Path(tmp) / "qat", cfg.qat_lr, cfg.qat_epochs)
+        state = train.run_phase(qmodel, splits, qcfg, Path(tmp) / "qat", cfg.qat_lr, cfg.qat_epochs, "experiment")
     model_bytes = export.strip_names(export.convert_int8(qmodel, export.representative_subset(splits.x["train"], 500)))
     row = {"dropout_in_qat": keep_dropout, "seed": seed, "val_qat": state.get("best"),
            "logit_step": softmax_input_scale(model_bytes)}

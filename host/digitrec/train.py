@@ -18,7 +18,10 @@ conversion half of this stage) and keeps resumable checkpoints under ``runs/`` (
   ``kd_alpha``. Tenths-trained teachers know where the x.4/x.5 boundary lies better than
   the rounded digit labels say.
 * Phases ``float`` and ``qat`` each checkpoint (model + optimizer) every epoch, keep the best
-  weights by validation accuracy, stop early, and log to CSV.
+  weights by validation accuracy, stop early, and log to CSV. A phase resumes only the run it
+  started: its identity (config, data split, teacher files) is kept in its ``state.json``, and
+  a phase left by another identity is moved aside (``<phase>.superseded-<id>``), not reused.
+  A float phase serves any QAT settings, so changing only those re-runs QAT alone.
 * QAT failure is an error; there is no fallback to a float or dynamic-range model.
 """
 
@@ -208,6 +211,17 @@ def teacher_probabilities(teachers: tuple[str, ...], x: np.ndarray, classes: int
             p = p @ labels.tenths_to_digits()
         probs.append(p / p.sum(axis=1, keepdims=True))
     return np.mean(probs, axis=0).astype(np.float32)
+
+
+def teacher_files(teachers: tuple[str, ...], models_dir: Path) -> dict[str, str]:
+    """SHA-256 of each teacher's model.tflite: the card names the exact files a student learned from."""
+    shas = {}
+    for tid in teachers:
+        path = Path(models_dir) / tid / "model.tflite"
+        if not path.is_file():
+            raise ValueError(f"teacher {tid}: {path} not found (an exported model id, e.g. 100cls_GRAY/v16)")
+        shas[tid] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return shas
 
 
 def soft_labels(y, classes: int, eps: float):
@@ -433,13 +447,15 @@ def _lr_schedule(base: float, epochs: int, warmup: int = 1):
     return lr
 
 
-def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: float, epochs: int) -> dict:
-    """Train ``model`` for ``epochs`` (resuming from ``phase_dir``); leaves the best weights loaded."""
+def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: float, epochs: int,
+              identity: str) -> dict:
+    """Train ``model`` for ``epochs`` (resuming ``phase_dir`` if it holds this ``identity``'s
+    checkpoints); leaves the best weights loaded."""
     import tensorflow as tf
 
     keras = _keras()
+    state = claim_phase_dir(phase_dir, identity)
     phase_dir.mkdir(parents=True, exist_ok=True)
-    state = _read_json(phase_dir / "state.json") or {}
     opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
     model = training_view(model, cfg)  # shares every layer (and weight) with the model passed in
     loss, metric = _loss_and_metric(cfg)
@@ -479,6 +495,40 @@ def run_dir(runs_root: Path, cfg: TrainConfig) -> Path:
     return Path(runs_root) / f"{cfg.classes}cls_{cfg.color.upper()}" / cfg.model
 
 
+QAT_ONLY_KEYS = ("qat_epochs", "qat_lr", "qat_dropout")
+
+
+def phase_identity(cfg: TrainConfig, info: dict, teacher_sha: dict[str, str], phase: str) -> str:
+    """What a phase's checkpoints were trained from: the config (the float phase ignores the QAT
+    settings), the data split and the teacher files. A run resumes only a phase of its identity."""
+    doc = {**asdict(cfg), "augment": cfg.aug(), "code_version": CODE_VERSION, "data": info,
+           "teacher_sha256": teacher_sha}
+    if phase == "float":
+        for key in QAT_ONLY_KEYS:
+            doc.pop(key)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def claim_phase_dir(phase_dir: Path, identity: str) -> dict:
+    """The phase's saved state if it belongs to ``identity``; else the folder is moved aside
+    (nothing is deleted) and the phase starts afresh."""
+    state = _read_json(phase_dir / "state.json")
+    if state is None:  # a new phase, or one stopped before its first epoch ended
+        return {"identity": identity}
+    if state.get("identity") == identity:
+        return state
+    old = state.get("identity", "unknown")
+    aside = phase_dir.with_name(f"{phase_dir.name}.superseded-{old}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = phase_dir.with_name(f"{phase_dir.name}.superseded-{old}-{n}")
+    phase_dir.rename(aside)
+    print(f"{phase_dir}: left by another config, data split or teacher ({old}); moved to {aside.name}, "
+          "starting afresh")
+    return {"identity": identity}
+
+
 def quantize_for_training(model, keep_dropout: bool = False):
     """tfmot QAT wrapping; any failure is an error naming the model (no fallback)."""
     from digitrec.models import qat
@@ -499,19 +549,22 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
     _keras().utils.set_random_seed(cfg.seed)
     rdir = run_dir(runs_root, cfg)
     rdir.mkdir(parents=True, exist_ok=True)
-    _write_json(rdir / "config.json", {**asdict(cfg), "augment": cfg.aug(), "config_hash": cfg.config_hash()})
+    teacher_sha = teacher_files(cfg.teachers, teachers_dir)
+    ids = {phase: phase_identity(cfg, splits.info, teacher_sha, phase) for phase in ("float", "qat")}
+    _write_json(rdir / "config.json", {**asdict(cfg), "augment": cfg.aug(), "config_hash": cfg.config_hash(),
+                                       "data": splits.info, "teacher_sha256": teacher_sha, "identity": ids})
     if cfg.teachers and splits.teacher is None:
         splits = replace(splits, teacher=teacher_probabilities(
             cfg.teachers, splits.x["train"], cfg.classes, cfg.color, splits.info, teachers_dir))
     model = create_model(cfg.model, cfg.classes, cfg.color)
-    float_state = run_phase(model, splits, cfg, rdir / "float", cfg.lr, cfg.epochs)
+    float_state = run_phase(model, splits, cfg, rdir / "float", cfg.lr, cfg.epochs, ids["float"])
     model.save(str(rdir / "float.keras"))
     model.save_weights(str(rdir / "float.weights.h5"))
     if get_family(cfg.model).pc_only or cfg.qat_epochs <= 0:
         return {"name": cfg.model, "float_state": float_state}
     qmodel = quantize_for_training(model, keep_dropout=cfg.qat_dropout)
     qat_state = run_phase(qmodel, splits, replace(cfg, patience=max(cfg.patience, cfg.qat_epochs)), rdir / "qat",
-                          cfg.qat_lr, cfg.qat_epochs)
+                          cfg.qat_lr, cfg.qat_epochs, ids["qat"])
     qmodel.save_weights(str(rdir / "qat.weights.h5"))  # `digitrec export --run` rebuilds + loads these
     meta = {
         "name": cfg.model,
@@ -531,6 +584,7 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
             "label_smoothing": cfg.label_smoothing,
             "augment": cfg.aug(),
             "teachers": list(cfg.teachers),
+            "teacher_sha256": teacher_sha,
             "kd_alpha": cfg.kd_alpha if cfg.teachers else None,
             "tenths_weight": cfg.tenths_weight or None,
             "patience_after": cfg.patience_after or None,
@@ -601,6 +655,20 @@ def card_up_to_date(out_root: Path, cfg: TrainConfig, fingerprint: str) -> bool:
     path = export.model_dir(out_root, cfg.classes, cfg.color, cfg.model) / export.CARD_NAME
     card = _read_json(path)
     return bool(card) and card.get("config_hash") == cfg.config_hash() and card.get("data", {}).get("fingerprint") == fingerprint
+
+
+def changed_teachers(out_root: Path, cfg: TrainConfig, teachers_dir: Path) -> list[str]:
+    """Teachers whose model.tflite differs from the one the card says the student learned from.
+
+    Students are not retrained when a teacher changes: a student can be its own teacher (the
+    shipped `dr` 100 is), and that chain would never settle."""
+    from digitrec import export
+
+    card = _read_json(export.model_dir(out_root, cfg.classes, cfg.color, cfg.model) / export.CARD_NAME) or {}
+    learned = card.get("training", {}).get("teacher_sha256") or {}
+    now = {tid: sha for tid, sha in learned.items() if (Path(teachers_dir) / tid / "model.tflite").is_file()}
+    current = teacher_files(tuple(now), teachers_dir)
+    return [tid for tid, sha in learned.items() if current.get(tid) != sha]
 
 
 # ----------------------------------------------------------------- CLI
@@ -684,6 +752,9 @@ def run(args: argparse.Namespace) -> int:
             cache = {key: load_splits(root, color, classes, cfg.split_mode, cfg.limit, cfg.seed)}
         if args.all and not args.force and card_up_to_date(Path(args.out), cfg, cache[key].info["fingerprint"]):
             print(f"skip {model} {classes}cls {color}: card up to date")
+            for tid in changed_teachers(Path(args.out), cfg, Path(args.teachers_dir)):
+                print(f"  note: teacher {tid} is not the file it learned from (card training.teacher_sha256); "
+                      "--force retrains it from the current one")
             continue
         print(f"=== {model} {classes}cls {color.upper()} (epochs {cfg.epochs}, qat {cfg.qat_epochs})", flush=True)
         try:
