@@ -502,3 +502,28 @@ def test_train_all_notes_a_student_whose_teacher_changed(tmp_path):
     assert train.changed_teachers(models, cfg, models) == ["100cls_GRAY/t"]
     teacher.unlink()
     assert train.changed_teachers(models, cfg, models) == ["100cls_GRAY/t"]
+
+
+def test_qat_can_start_from_the_last_float_epoch(tmp_path):
+    """``float_weights="last"`` reuses the finished float phase (same identity) and starts QAT
+    from its last epoch's checkpoint instead of the best validation epoch's weights."""
+    import tensorflow as tf
+
+    from digitrec.models import create_model
+
+    splits = synthetic_splits()
+    cfg = train.TrainConfig(model="v4", classes=10, epochs=3, qat_epochs=1, batch=64)
+    run = tmp_path / "runs" / "10cls_GRAY" / "v4"
+    train.train_model(cfg, splits, tmp_path / "out", tmp_path / "runs")
+    create_model("v4", 10, "gray").save_weights(str(run / "float" / "best.weights.h5"))  # as if epoch 1 had won
+    card = train.train_model(replace(cfg, float_weights="last"), splits, tmp_path / "out", tmp_path / "runs")
+    assert not list(run.glob("float.superseded-*")) and card["training"]["float_weights"] == "last"
+    assert card["training"]["val_accuracy_float"] == train.last_logged(run / "float", "val_accuracy")
+    last, used, best = (create_model("v4", 10, "gray") for _ in range(3))
+    tf.train.Checkpoint(model=last).restore(tf.train.latest_checkpoint(str(run / "float" / "ckpt"))).expect_partial()
+    used.load_weights(str(run / "float.weights.h5"))
+    best.load_weights(str(run / "float" / "best.weights.h5"))
+    for a, b in zip(last.get_weights(), used.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(best.get_weights()[0], used.get_weights()[0])
+    assert train.TrainConfig("v4", float_weights="last").config_hash() != train.TrainConfig("v4").config_hash()

@@ -72,6 +72,7 @@ class TrainConfig:
     kd_alpha: float = 0.5
     tenths_weight: float = 0.0  # loss weight of the tenths labels on a 10-class model's digit-sum head
     qat_dropout: bool = False  # keep Dropout active in QAT, as training code version 1 always did
+    float_weights: str = "best"  # QAT starts from the best validation epoch, or "last": the schedule's end
 
     def aug(self) -> dict:
         defaults = {
@@ -101,6 +102,8 @@ class TrainConfig:
         for key in ("tenths_weight", "patience_after"):  # likewise for runs made before these existed
             if not doc[key]:
                 doc.pop(key)
+        if doc["float_weights"] == "best":
+            doc.pop("float_weights")
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -450,9 +453,10 @@ def _lr_schedule(base: float, epochs: int, warmup: int = 1):
 
 
 def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: float, epochs: int,
-              identity: str) -> dict:
+              identity: str, keep: str = "best") -> dict:
     """Train ``model`` for ``epochs`` (resuming ``phase_dir`` if it holds this ``identity``'s
-    checkpoints); leaves the best weights loaded."""
+    checkpoints); leaves the best validation epoch's weights loaded, or with ``keep="last"``
+    the last epoch's."""
     import tensorflow as tf
 
     keras = _keras()
@@ -485,7 +489,9 @@ def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: floa
                   verbose=1 if sys.stdout.isatty() else 2)
     state["done"] = True
     _write_json(phase_dir / "state.json", state)
-    if (phase_dir / "best.weights.h5").exists():
+    if keep == "last" and manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).expect_partial()
+    elif (phase_dir / "best.weights.h5").exists():
         model.load_weights(str(phase_dir / "best.weights.h5"))
     return state
 
@@ -497,7 +503,9 @@ def run_dir(runs_root: Path, cfg: TrainConfig) -> Path:
     return Path(runs_root) / f"{cfg.classes}cls_{cfg.color.upper()}" / cfg.model
 
 
-QAT_ONLY_KEYS = ("qat_epochs", "qat_lr", "qat_dropout")
+# Settings that do not change how the float phase trains (float_weights only picks which of its
+# epochs QAT starts from), so a finished float phase serves any of their values.
+QAT_ONLY_KEYS = ("qat_epochs", "qat_lr", "qat_dropout", "float_weights")
 
 
 def phase_identity(cfg: TrainConfig, info: dict, teacher_sha: dict[str, str], phase: str) -> str:
@@ -559,7 +567,7 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
         splits = replace(splits, teacher=teacher_probabilities(
             cfg.teachers, splits.x["train"], cfg.classes, cfg.color, splits.info, teachers_dir))
     model = create_model(cfg.model, cfg.classes, cfg.color)
-    float_state = run_phase(model, splits, cfg, rdir / "float", cfg.lr, cfg.epochs, ids["float"])
+    float_state = run_phase(model, splits, cfg, rdir / "float", cfg.lr, cfg.epochs, ids["float"], cfg.float_weights)
     model.save(str(rdir / "float.keras"))
     model.save_weights(str(rdir / "float.weights.h5"))
     if get_family(cfg.model).pc_only or cfg.qat_epochs <= 0:
@@ -592,7 +600,9 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
             "patience_after": cfg.patience_after or None,
             "code_version": CODE_VERSION,
             "qat_dropout": cfg.qat_dropout,
-            "val_accuracy_float": float_state.get("best"),
+            "float_weights": cfg.float_weights,
+            "val_accuracy_float": (float_state.get("best") if cfg.float_weights == "best"
+                                   else last_logged(rdir / "float", "val_accuracy")),
             "val_accuracy_qat": qat_state.get("best"),
         },
     }
@@ -603,6 +613,13 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
     write_logs(rdir, out_dir)
     print(export.summary_line(card) + f"  [{time.time() - t0:.0f}s this run]")
     return card
+
+
+def last_logged(phase_dir: Path, key: str) -> float | None:
+    """``key`` of the last epoch in a phase's log.csv."""
+    with (phase_dir / "log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    return float(rows[-1][key]) if rows and rows[-1].get(key) else None
 
 
 def write_logs(rdir: Path, out_dir: Path) -> None:
@@ -702,6 +719,7 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         teachers=_teachers_from_args(args.teacher, recipe.get("teachers", ())), kd_alpha=args.kd_alpha,
         tenths_weight=_given_or_recipe(args.tenths_weight, recipe, "tenths_weight", 0.0),
         qat_dropout=_given_or_recipe(args.qat_dropout, recipe, "qat_dropout", False),
+        float_weights=_given_or_recipe(args.float_weights, recipe, "float_weights", "best"),
     )
 
 
@@ -805,6 +823,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: the shipped recipe; 0 trains on digit labels alone)")
     p.add_argument("--qat-dropout", action=argparse.BooleanOptionalAction,
                    help="keep Dropout active during QAT fine-tuning (default: the shipped recipe, else left out)")
+    p.add_argument("--float-weights", choices=("best", "last"),
+                   help="float model QAT starts from: the best validation epoch or the schedule's last epoch "
+                        "(default: the shipped recipe, else best)")
     p.add_argument("--teachers-dir", default="exported_models", help="where --teacher ids live")
     p.add_argument("--out", default="exported_models", help="export root (default exported_models)")
     p.add_argument("--runs", default=RUNS_DIR, help="checkpoint root, outside git (default runs)")
