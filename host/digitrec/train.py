@@ -99,12 +99,18 @@ class TrainConfig:
         if not self.teachers:  # keep the hashes of runs made before distillation existed
             doc.pop("teachers")
             doc.pop("kd_alpha")
-        for key in ("tenths_weight", "patience_after"):  # likewise for runs made before these existed
-            if not doc[key]:
+        for key, default in CONFIG_ADDED_LATER.items():  # likewise for runs made before these existed
+            if doc[key] == default:
                 doc.pop(key)
-        if doc["float_weights"] == "best":
-            doc.pop("float_weights")
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+        return _short_hash(doc)
+
+
+# Config keys added after models were shipped: left out of the hash at these defaults.
+CONFIG_ADDED_LATER = {"tenths_weight": 0.0, "patience_after": 0.0, "float_weights": "best"}
+
+
+def _short_hash(doc: dict) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # Recommended epochs per family for the full data (float, qat); early stopping usually ends sooner.
@@ -219,14 +225,18 @@ def teacher_probabilities(teachers: tuple[str, ...], x: np.ndarray, classes: int
     return np.mean(probs, axis=0).astype(np.float32)
 
 
+def _tflite_sha(models_dir: Path, model_id: str) -> str | None:
+    path = Path(models_dir) / model_id / "model.tflite"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def teacher_files(teachers: tuple[str, ...], models_dir: Path) -> dict[str, str]:
     """SHA-256 of each teacher's model.tflite: the card names the exact files a student learned from."""
-    shas = {}
-    for tid in teachers:
-        path = Path(models_dir) / tid / "model.tflite"
-        if not path.is_file():
-            raise ValueError(f"teacher {tid}: {path} not found (an exported model id, e.g. 100cls_GRAY/v16)")
-        shas[tid] = hashlib.sha256(path.read_bytes()).hexdigest()
+    shas = {tid: _tflite_sha(models_dir, tid) for tid in teachers}
+    missing = [tid for tid, sha in shas.items() if sha is None]
+    if missing:
+        raise ValueError(f"teacher {missing[0]}: {Path(models_dir) / missing[0] / 'model.tflite'} not found "
+                         "(an exported model id, e.g. 100cls_GRAY/v16)")
     return shas
 
 
@@ -517,7 +527,7 @@ def phase_identity(cfg: TrainConfig, info: dict, teacher_sha: dict[str, str], ph
     if phase == "float":
         for key in QAT_ONLY_KEYS:
             doc.pop(key)
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _short_hash(doc)
 
 
 def claim_phase_dir(phase_dir: Path, identity: str) -> dict:
@@ -686,9 +696,7 @@ def changed_teachers(out_root: Path, cfg: TrainConfig, teachers_dir: Path) -> li
 
     card = _read_json(export.model_dir(out_root, cfg.classes, cfg.color, cfg.model) / export.CARD_NAME) or {}
     learned = card.get("training", {}).get("teacher_sha256") or {}
-    now = {tid: sha for tid, sha in learned.items() if (Path(teachers_dir) / tid / "model.tflite").is_file()}
-    current = teacher_files(tuple(now), teachers_dir)
-    return [tid for tid, sha in learned.items() if current.get(tid) != sha]
+    return [tid for tid, sha in learned.items() if _tflite_sha(teachers_dir, tid) != sha]
 
 
 # ----------------------------------------------------------------- CLI
