@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "v4"
-#define DR_MODEL_SHA256 "92ea87267a8609676703997c226e187df0bb9b0a7de6fa2fdd2acbaa80df99bb"
+#define DR_MODEL_SHA256 "97ad57fc93a90cef431946a3a0eb748794ed9b8e0afe5fe3c5ee8438b2eb9bfd"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
