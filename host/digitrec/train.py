@@ -145,7 +145,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("original_haverland", 100, "gray"): {"qat_epochs": 10},
     # Still improving at the end of 60 epochs: 100 epochs, early stopping held off to the end.
     **{(m, c, "gray"): {"epochs": 100, "patience_after": 1.0} for m in ("v6", "v7") for c in (10, 100)},
-    ("v3", 100, "gray"): {"epochs": 100, "patience_after": 1.0},
+    **{(m, 100, "gray"): {"epochs": 100, "patience_after": 1.0} for m in ("v3", "v17")},
     ("v4", 10, "gray"): {"epochs": 100, "patience_after": 1.0, "qat_dropout": True},
     ("v4", 100, "gray"): {"epochs": 100, "patience_after": 1.0, "float_weights": "last"},
     # QAT with Dropout kept scored higher on validation than with it left out (docs/training.md,
