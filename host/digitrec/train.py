@@ -143,7 +143,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     # Schedules kept over the family's recommended one by validation accuracy (docs/training.md).
     ("v16", 100, "gray"): {"epochs": 30, "qat_epochs": 4},
     ("original_haverland", 100, "gray"): {"qat_epochs": 10},
-    # Still improving at the end of 60 epochs: 100 epochs, early stopping held off to the end.
+    # Still improving at the end of their recommended schedule: 100 epochs, early stopping held off.
     **{(m, c, "gray"): {"epochs": 100, "patience_after": 1.0} for m in ("v6", "v7") for c in (10, 100)},
     **{(m, 100, "gray"): {"epochs": 100, "patience_after": 1.0} for m in ("v3", "v17")},
     ("v4", 10, "gray"): {"epochs": 100, "patience_after": 1.0, "qat_dropout": True},
