@@ -147,6 +147,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     **{(m, c, "gray"): {"epochs": 100, "patience_after": 1.0} for m in ("v6", "v7") for c in (10, 100)},
     **{(m, 100, "gray"): {"epochs": 100, "patience_after": 1.0} for m in ("v3", "v17")},
     ("v4", 10, "gray"): {"epochs": 100, "patience_after": 1.0, "qat_dropout": True},
+    ("mnist_quantization", 10, "gray"): {"epochs": 100, "patience_after": 1.0},
     ("v4", 100, "gray"): {"epochs": 100, "patience_after": 1.0, "float_weights": "last"},
     # QAT with Dropout kept scored higher on validation than with it left out (docs/training.md,
     # "Dropout during QAT"): these models keep what training code version 1 made.
