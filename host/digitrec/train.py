@@ -633,21 +633,24 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
     return card
 
 
+def phase_log(phase_dir: Path) -> list[dict]:
+    """The rows of a phase's log.csv (one per epoch), or none if it has no log yet."""
+    path = phase_dir / "log.csv"
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
 def last_logged(phase_dir: Path, key: str) -> float | None:
     """``key`` of the last epoch in a phase's log.csv."""
-    with (phase_dir / "log.csv").open() as f:
-        rows = list(csv.DictReader(f))
+    rows = phase_log(phase_dir)
     return float(rows[-1][key]) if rows and rows[-1].get(key) else None
 
 
 def write_logs(rdir: Path, out_dir: Path) -> None:
     """training_log.csv (both phases) and learning_curves.png in the model directory."""
-    rows = []
-    for phase in ("float", "qat"):
-        path = rdir / phase / "log.csv"
-        if path.exists():
-            with path.open() as f:
-                rows += [{"phase": phase, **r} for r in csv.DictReader(f)]
+    rows = [{"phase": phase, **r} for phase in ("float", "qat") for r in phase_log(rdir / phase)]
     if not rows:
         return
     keys = ["phase"] + [k for k in rows[0] if k != "phase"]
