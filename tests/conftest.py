@@ -53,6 +53,10 @@ def make_dataset(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
+    """The real dataset; CI must have it, so there a missing copy fails instead of skipping."""
     if not (REAL_DATA / "images").is_dir():
-        pytest.skip(f"real dataset not found at {REAL_DATA} (set DIGITREC_DATA)")
+        message = f"real dataset not found at {REAL_DATA} (set DIGITREC_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     return REAL_DATA

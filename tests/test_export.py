@@ -1,4 +1,4 @@
-"""Tiny train -> QAT -> export runs (synthetic data, and a real slice if $DIGITREC_DATA is set)."""
+"""Tiny train -> QAT -> export runs (synthetic data, and a slice of the real dataset)."""
 
 from __future__ import annotations
 
@@ -197,9 +197,8 @@ def test_conversion_failure_raises():
         export.convert_int8(model, np.zeros((2, 32, 20, 1), np.uint8))
 
 
-@pytest.mark.skipif(not os.environ.get("DIGITREC_DATA"), reason="DIGITREC_DATA not set")
-def test_real_data_slice(tmp_path):
-    splits = train.load_splits(os.environ["DIGITREC_DATA"], "gray", 10, limit=512)
+def test_real_data_slice(tmp_path, real_data):
+    splits = train.load_splits(real_data, "gray", 10, limit=512)
     for name in ("val", "test"):
         splits.x[name], splits.y[name] = splits.x[name][:128], splits.y[name][:128]
     cfg = train.TrainConfig(model="v4", classes=10, epochs=1, qat_epochs=1, batch=64, limit=512)
@@ -319,12 +318,11 @@ def test_distillation_targets_mix_teacher_and_labels():
     np.testing.assert_allclose(target.numpy(), expected, atol=1e-6)
 
 
-@pytest.mark.skipif(not os.environ.get("DIGITREC_DATA"), reason="DIGITREC_DATA not set")
-def test_teacher_probabilities_from_shipped_models():
+def test_teacher_probabilities_from_shipped_models(real_data):
     """A shipped 100-class model teaches a 10-class student: tenths summed into digit bins."""
     from digitrec.bench import MODELS_DIR
 
-    splits = train.load_splits(os.environ["DIGITREC_DATA"], "gray", 10, limit=256)
+    splits = train.load_splits(real_data, "gray", 10, limit=256)
     x, y, info = splits.x["train"], splits.y["train"], splits.info
     p = train.teacher_probabilities(("100cls_GRAY/v16",), x, 10, "gray", info, MODELS_DIR)
     assert p.shape == (len(x), 10)
