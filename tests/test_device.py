@@ -443,6 +443,14 @@ def test_silent_port_is_a_clear_error() -> None:
 
 # ================================================================ list, flash, virtual CLI
 
+def test_limit_spreads_over_the_whole_split() -> None:
+    idx = list(range(100, 1100))
+    picked = device.spread(idx, 10)
+    assert picked == list(range(100, 1100, 100))  # every meter region, not the first 10
+    assert device.spread(idx, 0) == device.spread(idx, None) == device.spread(idx, 5000) == idx
+    assert len(set(device.spread(idx, 999))) == 999
+
+
 def test_known_bridges_are_marked() -> None:
     assert "CP210x" in device.bridge_name(0x10C4, 0xEA60)
     assert "CH340" in device.bridge_name(0x1A86, 0x7523)

@@ -310,7 +310,15 @@ def select_images(data: str | Path, split: str, limit: int | None) -> tuple[Any,
 
     ds = load_dataset(data, progress=sys.stderr.isatty())
     idx = ds.usable if split == "all" else ds.split("cluster")[split]
-    return ds, (idx[:limit] if limit else idx)
+    return ds, spread(idx, limit)
+
+
+def spread(indices: list[int], limit: int | None) -> list[int]:
+    """At most ``limit`` of ``indices``, evenly spaced: the split is ordered by meter folder,
+    so its first N images would come from a few meters and give a biased accuracy."""
+    if not limit or limit >= len(indices):
+        return list(indices)
+    return [indices[k * len(indices) // limit] for k in range(limit)]
 
 
 def build_work(ds: Any, indices: list[int], model: Model, mode: str, raw_format: str,
@@ -913,7 +921,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="raw pixel format (auto: RGB888, GRAY8 when only that fits)")
     b.add_argument("--baud", type=int, default=P.DEFAULT_BAUD,
                    help="baud rate; with --port virtual the virtual UART is paced at it (0: unpaced)")
-    b.add_argument("--limit", type=int, default=None, help="first N images only")
+    b.add_argument("--limit", type=int, default=None, help="N images spread evenly over the split (all by default)")
     b.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="requests in flight (default 4)")
     b.add_argument("--max-inflight-bytes", type=int, default=MAX_INFLIGHT_BYTES,
                    help="request bytes in flight at most (default 16384; the board's INFO rx_buffer overrides)")
