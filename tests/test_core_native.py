@@ -309,3 +309,17 @@ def test_firmware_glue_reads_the_model_header_contract() -> None:
                   "dr_model_data"):
         assert macro in glue, macro
     assert '#include "dr_ops.def"' in glue  # the resolver is built from the single op list
+
+
+def test_one_default_model_for_make_firmware_and_workflow() -> None:
+    """`make bench`, a bare `pio run` and the GitHub workflow all default to the same shipped model."""
+    import re
+
+    make = re.search(r"^MODEL\s*\?=\s*(\S+)", (REPO / "Makefile").read_text(), re.M)
+    cmake = re.search(r'set\(DR_DEFAULT_MODEL "([^"]+)"\)', (REPO / "firmware/main/CMakeLists.txt").read_text())
+    workflow = (REPO / ".github/workflows/firmware.yml").read_text()
+    assert make and cmake
+    model = make.group(1)
+    assert cmake.group(1) == model
+    assert f"default: \"{model}\"" in workflow and f"'{model}' }}}}" in workflow
+    assert (REPO / "exported_models" / model / "model_data.cc").is_file()

@@ -51,7 +51,7 @@ check() {  # target, sdkconfig extra lines, extra compiler flags
     local target=$1 dir="$WORK/$1"
     mkdir -p "$dir"
     sdkconfig "$target" "$2" >"$dir/sdkconfig.h"
-    local inc=(-I"$dir" -I"$ROOT/firmware/main" -I"$ROOT/firmware/core" -I"$ROOT/exported_models/10cls_GRAY/v4")
+    local inc=(-I"$dir" -I"$ROOT/firmware/main" -I"$ROOT/firmware/core" -I"$ROOT/exported_models/10cls_GRAY/dr")
     local d
     for d in esp_common/include esp_system/include esp_hw_support/include esp_hw_support/include/soc \
         esp_hw_support/port/$target/include esp_hw_support/dma/include esp_hw_support/etm/include \
