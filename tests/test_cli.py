@@ -18,3 +18,17 @@ def test_data_without_dataset_is_a_clear_error(monkeypatch, capsys) -> None:
         assert "DIGITREC_DATA" in str(exc)
     else:
         raise AssertionError("expected an error")
+
+
+def test_docs_name_only_shipped_models() -> None:
+    """Every model id the README, docs and build files name (e.g. 10cls_GRAY/dr) is shipped."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    files = [repo / "README.md", repo / "Makefile", repo / "platformio.ini", *sorted((repo / "docs").glob("*.md")),
+             *sorted((repo / "firmware").rglob("CMakeLists.txt")), *sorted((repo / ".github").rglob("*.yml"))]
+    named = {m for f in files for m in re.findall(r"\b\d+cls_(?:GRAY|RGB)/\w+", f.read_text())}
+    assert len(named) > 10
+    missing = sorted(m for m in named if not (repo / "exported_models" / m / "card.json").is_file())
+    assert not missing, missing
