@@ -121,6 +121,23 @@ def test_ten_classes_have_no_tolerance_figure():
     assert len(m["per_class_accuracy"]) == 10
 
 
+def test_per_meter_accuracy_and_hardest_meters():
+    pred = np.array([1, 1, 2, 2, 3, 3])
+    y = np.array([1, 1, 2, 0, 0, 0])
+    meters = ["a", "a", "b", "b", "c", "c"]
+    per = bench.per_meter_accuracy(pred, y, 10, meters)
+    assert [(m["meter"], m["images"], m["accuracy"]) for m in per] == [("a", 2, 1.0), ("b", 2, 0.5), ("c", 2, 0.0)]
+    tenths = bench.per_meter_accuracy(np.array([11, 15]), np.array([10, 10]), 100, ["a", "a"])[0]
+    assert (tenths["accuracy"], tenths["accuracy_tol"], tenths["accuracy_digit"]) == (0.0, 0.5, 0.5)
+    rows = [{"model": "m1", "classes": 10, "_meters": per},
+            {"model": "m2", "classes": 10, "_meters": [{**m, "accuracy": 1.0} for m in per]},
+            {"model": "m3", "classes": 100, "_meters": per}]  # fmt: skip
+    hard = bench.hardest_meters(rows, 10, n=2, min_images=2)
+    assert [(h["meter"], h["median"], h["best_model"], h["best"]) for h in hard] == [
+        ("c", 0.5, "m2", 1.0), ("b", 0.75, "m2", 1.0)]  # fmt: skip
+    assert bench.hardest_meters(rows, 10, min_images=3) == []
+
+
 def test_confusion_and_worst_mistakes_order():
     y = np.array([10, 10, 20, 30, 40])
     pred = np.array([10, 11, 50, 31, 90])
@@ -241,6 +258,15 @@ def test_bench_writes_rows_and_names_every_bad_file(zoo, make_dataset, tmp_path)
     assert (rep / "accuracy_vs_size.png").stat().st_size > 0
     assert (rep / rows["10cls_GRAY/good"]["confusion_png"]).is_file()
     assert json.loads((rep / "bench.json").read_text())  # always written beside the report
+    with (rep / "meters.csv").open() as f:
+        meters = list(csv.DictReader(f))
+    for mid in ("10cls_GRAY/good", "100cls_RGB/good"):
+        mine = [m for m in meters if m["model"] == mid]
+        assert {m["meter"] for m in mine} == {"images/meter0", "images/meter1"}
+        assert sum(int(m["images"]) for m in mine) == rows[mid]["images"]
+        correct = sum(float(m["accuracy"]) * int(m["images"]) for m in mine)
+        assert abs(correct / rows[mid]["images"] - rows[mid]["accuracy"]) < 1e-6
+    assert "## Hardest meter folders" in report
 
 
 def test_model_globs_and_test_split(zoo, make_dataset, tmp_path):

@@ -106,6 +106,18 @@ def accuracy_metrics(pred: np.ndarray, y: np.ndarray, classes: int, y100: np.nda
             "accuracy_digit_boundary": boundary, "per_class_accuracy": per_class}
 
 
+def per_meter_accuracy(pred: np.ndarray, y: np.ndarray, classes: int, meters: list[str]) -> list[dict[str, Any]]:
+    """Images, exact, within-0.1 (100 classes) and digit accuracy per meter folder, by name."""
+    pred, y, folder = np.asarray(pred, np.int64), np.asarray(y, np.int64), np.asarray(meters, dtype=object)
+    rows = []
+    for meter in sorted(set(meters)):
+        sel = folder == meter
+        a = accuracy_metrics(pred[sel], y[sel], classes)
+        rows.append({"meter": meter, "images": int(sel.sum()), "accuracy": a["accuracy"],
+                     "accuracy_tol": a["accuracy_tol"], "accuracy_digit": a["accuracy_digit"]})
+    return rows
+
+
 def confusion(pred: np.ndarray, y: np.ndarray, classes: int) -> np.ndarray:
     """classes x classes counts, rows = label, columns = prediction."""
     idx = np.asarray(y, dtype=np.int64) * classes + np.asarray(pred, dtype=np.int64)
@@ -478,6 +490,10 @@ class DataSource:
     def image_path(self, pos: int) -> Path:
         return Path(self.ds.root) / self.ds.items[self.indices[pos]].path
 
+    def meters(self) -> list[str]:
+        """The meter folder (group) of each of the split's images, in the order of ``arrays``."""
+        return [self.ds.items[i].group for i in self.indices]
+
 
 def sample_positions(n: int, k: int) -> list[int]:
     if n <= k:
@@ -587,6 +603,7 @@ def evaluate(row: dict[str, Any], m: Model, data: DataSource, opt: Options) -> N
             row["warnings"].append("cached arrays differ from preprocess.preprocess() on the decoded files")
     pred = labels.read_class(out).astype(np.int64)
     row.update(accuracy_metrics(pred, y, m.classes, data.tenths()))
+    row["_meters"] = per_meter_accuracy(pred, y, m.classes, data.meters())
     check_card_accuracy(row)
     if opt.plots:
         conf = m.probabilities(out).max(axis=1)
@@ -927,6 +944,49 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
             w.writerow([_csv_cell(_clean(r.get(k))) for k in ROW_KEYS])
 
 
+METER_KEYS = ["model", "classes", "meter", "images", "accuracy", "accuracy_tol", "accuracy_digit"]
+
+
+def write_meters_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """One line per model and meter folder of the split (the folder is the meter)."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(METER_KEYS)
+        for r in rows:
+            for m in r.get("_meters") or []:
+                w.writerow([_csv_cell(_clean({**m, "model": r["model"], "classes": r["classes"]}[k]))
+                            for k in METER_KEYS])
+
+
+def hardest_meters(rows: list[dict[str, Any]], classes: int, n: int = 10, min_images: int = 20) -> list[dict[str, Any]]:
+    """The ``n`` meter folders (with at least ``min_images``) where the median model of this
+    class count is least accurate, with the best model on each."""
+    by_meter: dict[str, list[tuple[float, str, int]]] = {}
+    for r in rows:
+        if r.get("classes") == classes and not r.get("error"):
+            for m in r.get("_meters") or []:
+                if m["images"] >= min_images and m["accuracy"] is not None:
+                    by_meter.setdefault(m["meter"], []).append((m["accuracy"], r["model"], m["images"]))
+    table = []
+    for meter, accs in by_meter.items():
+        best = max(accs)
+        table.append({"meter": meter, "images": accs[0][2], "median": float(np.median([a for a, _, _ in accs])),
+                      "best_model": best[1], "best": best[0], "models": len(accs)})
+    return sorted(table, key=lambda t: (t["median"], t["meter"]))[:n]
+
+
+def hardest_meters_markdown(rows: list[dict[str, Any]]) -> str:
+    parts = []
+    for classes in (10, 100):
+        table = hardest_meters(rows, classes)
+        if table:
+            parts += [f"{classes} classes ({table[0]['models']} models):", "", md_table(
+                ["meter folder", "images", "median model", "best model", "its accuracy"],
+                [[f"`{t['meter']}`", str(t["images"]), fmt_pct(t["median"]), t["best_model"], fmt_pct(t["best"])]
+                 for t in table]), ""]  # fmt: skip
+    return "\n".join(parts) if parts else "(no meter folder with 20 or more images)"
+
+
 def _csv_cell(v: Any) -> Any:
     if v is None:
         return ""
@@ -994,7 +1054,10 @@ def write_report(rows: list[dict[str, Any]], summary: dict[str, Any], out_dir: P
              "Sizes in KB = 1024 bytes. PC speeds are this PC's, batch 1, never an ESP32 figure.",
              "## Accuracy vs size", "![accuracy vs size](accuracy_vs_size.png)",
              "## Best model per size budget", budget_markdown(rows),
-             "## Best digit reader per size budget (either class count)", digit_budget_markdown(rows)]  # fmt: skip
+             "## Best digit reader per size budget (either class count)", digit_budget_markdown(rows),
+             "## Hardest meter folders",
+             "Accuracy per meter folder of the split (all folders and models: `meters.csv`); the folders "
+             "where the median model is least accurate, at least 20 images each.", hardest_meters_markdown(rows)]  # fmt: skip
     errors = [r for r in rows if r.get("error")]
     if errors:
         parts += ["## Errors"] + [f"- `{r['model']}`: {r['error']}" for r in errors]
@@ -1175,5 +1238,6 @@ def write_outputs(rows: list[dict[str, Any]], summary: dict[str, Any], opt: Opti
     for p in {out / "bench.csv", csv_path} - {None}:
         write_csv(rows, p)
     (out / "summary.json").write_text(json.dumps({k: _clean(v) for k, v in summary.items()}, indent=1) + "\n")
+    write_meters_csv(rows, out / "meters.csv")
     plot_accuracy_vs_size([r for r in rows if not r.get("error")], out / "accuracy_vs_size.png")
     write_report(rows, summary, out)
