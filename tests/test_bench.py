@@ -266,6 +266,7 @@ def test_bench_writes_rows_and_names_every_bad_file(zoo, make_dataset, tmp_path)
         assert sum(int(m["images"]) for m in mine) == rows[mid]["images"]
         correct = sum(float(m["accuracy"]) * int(m["images"]) for m in mine)
         assert abs(correct / rows[mid]["images"] - rows[mid]["accuracy"]) < 1e-6
+        assert [m["images"] for m in bench.read_meters_csv(rep / "meters.csv")[mid]] == [15, 15]
     assert "## Hardest meter folders" in report
 
 
@@ -322,6 +323,9 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
     rows_json = tmp_path / "bench.json"
     rows_json.write_text(json.dumps([good, bad]))
     (tmp_path / "accuracy_vs_size.png").write_bytes(b"png")
+    bench.write_meters_csv([{**good, "_meters": [{"meter": "images/pp", "images": 25, "accuracy": 0.72,
+                                                   "accuracy_tol": None, "accuracy_digit": 0.72}]}],
+                           tmp_path / "meters.csv")  # fmt: skip
     put(tmp_path / "zoo", "10cls_GRAY/v4", b"tflite", {"classes": 10, "color": "GRAY", "params": 40_000})
     readme = tmp_path / "README.md"
     before = "# title\n\ntext\n<!-- bench:begin -->\nstale\n<!-- bench:end -->\nmiddle\n"
@@ -339,6 +343,7 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
     bench_part = text.split("<!-- bench:end -->")[0]
     assert "| 10cls_GRAY/v4 | 10 | GRAY | 100 | 97.0 % |" in bench_part and "ERROR" in bench_part
     assert bench.PUBLISHED_NOTE in bench_part and "](docs/img/acc.png)" in bench_part
+    assert "| `images/pp` | 25 | 72.0 % | 10cls_GRAY/v4 | 72.0 % |" in bench_part  # from meters.csv
     assert "| 10cls_GRAY/v4 | - | 10 | GRAY | 40,000 |" in text.split("<!-- models:begin -->")[1]
     assert (tmp_path / "docs" / "img" / "acc.png").read_bytes() == b"png"
     assert tool.main([*args, "--check"]) == 0  # idempotent

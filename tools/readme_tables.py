@@ -4,7 +4,7 @@
 Only the text between marker comments is rewritten; everything else in README.md is
 left byte for byte:
 
-    <!-- bench:begin --> ... <!-- bench:end -->    from reports/bench/bench.json (+ summary.json)
+    <!-- bench:begin --> ... <!-- bench:end -->    from reports/bench/bench.json (+ summary.json, meters.csv)
     <!-- models:begin --> ... <!-- models:end -->  from exported_models/*/*/card.json
     <!-- data:begin --> ... <!-- data:end -->      from reports/data/stats.json (digitrec data stats)
     <!-- device:begin --> ... <!-- device:end -->  from reports/compare/compare.json (digitrec compare)
@@ -76,6 +76,11 @@ def bench_block(rows: list[dict[str, Any]], summary: dict[str, Any], plot: str |
         "",
         bench.digit_budget_markdown([r for r in rows if not r.get("error")]),
     ]
+    if any(r.get("_meters") for r in rows):
+        lines += ["", "Hardest meter folders of the split: where the median model is least accurate "
+                  "(at least 20 images; every folder and model in `meters.csv`, see "
+                  "[docs/benchmarking.md](docs/benchmarking.md#reading-the-plots)):", "",
+                  bench.hardest_meters_markdown(rows)]  # fmt: skip
     if plot:
         lines += ["", f"![accuracy vs size]({plot})"]
     return "\n".join(lines)
@@ -222,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     new = text
     if args.json.is_file():
         rows = json.loads(args.json.read_text())
+        meters_csv = args.json.with_name("meters.csv")
+        if meters_csv.is_file():
+            meters = bench.read_meters_csv(meters_csv)
+            rows = [{**r, "_meters": meters.get(r["model"], [])} for r in rows]
         plot_src = args.json.with_name("accuracy_vs_size.png")
         plot = _link(args.plot_dest, args.readme) if plot_src.is_file() else None
         new, found = replace_block(new, "bench", bench_block(rows, load_summary(args.json, rows), plot))

@@ -958,6 +958,16 @@ def write_meters_csv(rows: list[dict[str, Any]], path: Path) -> None:
                             for k in METER_KEYS])
 
 
+def read_meters_csv(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """``meters.csv`` back as each model's per-meter rows (what ``per_meter_accuracy`` returned)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    with path.open(newline="") as f:
+        for line in csv.DictReader(f):
+            num = {k: (float(line[k]) if line[k] else None) for k in ("accuracy", "accuracy_tol", "accuracy_digit")}
+            out.setdefault(line["model"], []).append({"meter": line["meter"], "images": int(line["images"]), **num})
+    return out
+
+
 def hardest_meters(rows: list[dict[str, Any]], classes: int, n: int = 10, min_images: int = 20) -> list[dict[str, Any]]:
     """The ``n`` meter folders (with at least ``min_images``) where the median model of this
     class count is least accurate, with the best model on each."""
