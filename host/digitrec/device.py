@@ -316,9 +316,9 @@ def select_images(data: str | Path, split: str, limit: int | None) -> tuple[Any,
 def spread(indices: list[int], limit: int | None) -> list[int]:
     """At most ``limit`` of ``indices``, evenly spaced: the split is ordered by meter folder,
     so its first N images would come from a few meters and give a biased accuracy."""
-    if not limit or limit >= len(indices):
-        return list(indices)
-    return [indices[k * len(indices) // limit] for k in range(limit)]
+    from digitrec.bench import sample_positions
+
+    return [indices[p] for p in sample_positions(len(indices), limit or len(indices))]
 
 
 def build_work(ds: Any, indices: list[int], model: Model, mode: str, raw_format: str,
