@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from conftest import digit_image, near_copy, save
 from digitrec import cli, data, preprocess
@@ -105,6 +106,43 @@ def test_split_is_deterministic_and_stable_when_images_are_added(make_dataset, t
     for p, side in group_before.items():
         by_group.setdefault(p.rsplit("/", 1)[0], set()).add(side)
     assert all(len(s) == 1 for s in by_group.values())
+
+
+def test_meter_mode_holds_out_whole_meters_without_chaining_through_collections(make_dataset, tmp_path: Path) -> None:
+    """A copied folder stays with its meter; a collection holding a few frames of many meters
+    does not chain them into one unit (as group mode does); no held-out image has a near-copy
+    on another side."""
+    root = make_dataset(meters=16, per_meter=8)
+    images = root / "images"
+    for f in sorted((images / "meter3").iterdir()):  # a re-exported copy of one meter's folder
+        save(images / "meter3_copy" / f.name, near_copy(np.asarray(Image.open(f)), 1))
+    for m in range(4, 16):  # a collection: two frames of each of 12 meters, and its own images
+        for f in sorted((images / f"meter{m}").iterdir())[:2]:
+            value, name = f.name.split("_", 1)
+            save(images / "collection" / f"{value}_m{m}_{name}", near_copy(np.asarray(Image.open(f)), 2))
+    for k in range(20):
+        save(images / "collection" / f"{k % 10}.0_own{k}.png", digit_image(70_000 + k))
+    ds = data.load_dataset(root, cache_dir=tmp_path / "cache", progress=False)
+
+    def side_of_folder(mode: str) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for p, side in sides(ds, mode).items():
+            if side != "excluded":
+                out.setdefault(p.rsplit("/", 1)[0], set()).add(side)
+        return out
+
+    meter = side_of_folder("meter")
+    assert all(len(s) == 1 for s in meter.values())  # whole folders
+    assert meter["images/meter3"] == meter["images/meter3_copy"]
+    linked = [f"images/meter{m}" for m in range(4, 16)]
+    assert len(set().union(*(side_of_folder("group")[f] for f in linked))) == 1  # chained into one unit
+    assert len(set().union(*(meter[f] for f in linked))) > 1  # held out meter by meter
+    split = ds.split("meter")
+    side = {i: s for s, idx in split.items() for i in idx}
+    for s in ("val", "test"):
+        for i in split[s]:
+            others = {side[j] for j in ds.usable if ds.items[j].cluster == ds.items[i].cluster}
+            assert others == {s}, ds.items[i].path
 
 
 def test_cache_is_reused_and_arrays_match_preprocessing(make_dataset, tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from digitrec import labels, preprocess
+from digitrec.data import SPLIT_MODES
 from digitrec.preprocess import Quant
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -1172,7 +1173,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split", choices=SPLITS, default="test", help="images to evaluate (all: every usable image)"
     )
-    p.add_argument("--split-mode", choices=("cluster", "group"), default="cluster")
+    p.add_argument("--split-mode", choices=SPLIT_MODES, default="cluster")
     p.add_argument("--models", nargs="+", action="extend", metavar="GLOB",
                    help="model ids (e.g. '10cls_GRAY/*', 'v4') or paths to model folders/.tflite")  # fmt: skip
     p.add_argument("--exclude", nargs="+", action="extend", metavar="GLOB", help="model ids to skip")

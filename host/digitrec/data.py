@@ -7,8 +7,11 @@
 * Near-identical images (consecutive frames of one meter) are clustered, and the
   train/val/test split assigns whole clusters by a hash of the cluster's key, so no
   near-copy lands on two sides and adding images does not move existing ones.
-* ``mode="group"`` holds out whole meter folders instead (what a new user's meter
-  looks like).
+* ``mode="group"`` holds out whole meter folders instead, merging folders that share any
+  near-duplicate cluster. ``mode="meter"`` merges only folders that share near-copies of
+  a large part of one of them (a copied folder), and leaves out of val/test the few
+  look-alike frames that have a near-copy on another side: many more meters held out
+  (what a new user's meter looks like).
 * Decoded, resized arrays are cached, keyed per file by (path, size, mtime) and by the
   preprocessing parameters, so a second run is fast and adding images only decodes those.
 """
@@ -33,6 +36,11 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp"}
 SPLITS = ("train", "val", "test")
 # Share of clusters (or groups) per side, by hash bucket out of 100.
 SPLIT_PERCENT = {"test": 15, "val": 15}
+SPLIT_MODES = ("cluster", "group", "meter")
+# Meter mode: two folders are one meter (a copied or re-exported folder) when near-copies
+# link at least this share of the images of one of them; look-alike frames of different
+# meters of one model link far fewer.
+COPIED_FOLDER_SHARE = 0.2
 # Pearson correlation of 32x20 gray images (same or adjacent tenth) above which two images
 # are near-copies: looser within one meter folder (consecutive frames), stricter across
 # folders (copied folders), so clusters chain frames of one meter, not different meters.
@@ -368,8 +376,10 @@ def _assign_split(items: list[Item], mode: str) -> dict[str, list[int]]:
     move existing images. Group mode also merges folders linked by a near-duplicate
     cluster, so a copied folder cannot land on both sides.
     """
-    if mode not in ("cluster", "group"):
-        raise ValueError(f"split mode must be 'cluster' or 'group', not {mode!r}")
+    if mode not in SPLIT_MODES:
+        raise ValueError(f"split mode must be one of {', '.join(SPLIT_MODES)}, not {mode!r}")
+    if mode == "meter":
+        return _assign_meter_split(items)
     usable = [i for i, it in enumerate(items) if it.status == "ok"]
     uf = _UnionFind(len(items))
     first_of: dict[object, int] = {}
@@ -386,6 +396,50 @@ def _assign_split(items: list[Item], mode: str) -> dict[str, list[int]]:
     for i, it in enumerate(items):
         side = _bucket(keys[uf.find(i)], mode) if it.status == "ok" else "excluded"
         out[side].append(i)
+    return out
+
+
+def _meter_units(items: list[Item], usable: list[int]) -> dict[str, str]:
+    """Folder -> its unit's key (the smallest folder name): folders are merged only when
+    near-copies link at least COPIED_FOLDER_SHARE of the images of one of them."""
+    size = Counter(items[i].group for i in usable)
+    per_cluster: dict[int, Counter] = defaultdict(Counter)
+    for i in usable:
+        per_cluster[items[i].cluster][items[i].group] += 1
+    shared: Counter = Counter()  # (a, b): images of folder a in clusters that also hold b
+    for count in per_cluster.values():
+        for a in count if len(count) > 1 else ():
+            for b in count:
+                if a != b:
+                    shared[a, b] += count[a]
+    folders = sorted(size)
+    pos = {f: k for k, f in enumerate(folders)}
+    uf = _UnionFind(len(folders))
+    for (a, b), n in shared.items():  # both ways: a collection of many meters' frames is no meter
+        if n >= COPIED_FOLDER_SHARE * size[a] and shared[b, a] >= COPIED_FOLDER_SHARE * size[b]:
+            uf.union(pos[a], pos[b])
+    key: dict[int, str] = {}
+    for f in folders:  # sorted, so the first folder seen is the unit's smallest name
+        key.setdefault(uf.find(pos[f]), f)
+    return {f: key[uf.find(pos[f])] for f in folders}
+
+
+def _assign_meter_split(items: list[Item]) -> dict[str, list[int]]:
+    """Whole meters per side; a val/test image with a near-copy on another side is excluded
+    (test keeps its images over val), so no held-out image has a near-copy in training."""
+    usable = [i for i, it in enumerate(items) if it.status == "ok"]
+    unit = _meter_units(items, usable)
+    side = {i: _bucket(unit[items[i].group], "meter") for i in usable}
+    sides_of: dict[int, set[str]] = defaultdict(set)
+    for i in usable:
+        sides_of[items[i].cluster].add(side[i])
+    out: dict[str, list[int]] = {s: [] for s in (*SPLITS, "excluded")}
+    for i, it in enumerate(items):
+        s = side.get(i, "excluded")
+        shared = sides_of[it.cluster] if s != "excluded" else set()
+        if (s == "val" and len(shared) > 1) or (s == "test" and "train" in shared):
+            s = "excluded"
+        out[s].append(i)
     return out
 
 
@@ -578,7 +632,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data", default=os.environ.get("DIGITREC_DATA"), help="dataset root (default $DIGITREC_DATA)")
     common.add_argument("--cache", default=None, help="cache folder (default $DIGITREC_CACHE or ~/.cache/digitrec)")
-    common.add_argument("--split-mode", choices=["cluster", "group"], default="cluster",
+    common.add_argument("--split-mode", choices=SPLIT_MODES, default="cluster",
                         help="cluster: near-duplicate clusters per side; group: whole meter folders per side")
     common.add_argument("--quiet", action="store_true", help="no progress bar")
     s = verbs.add_parser("stats", parents=[common], help="summary, junk report, duplicates, split sizes (+ montage PNG)")

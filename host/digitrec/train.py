@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from digitrec.data import SPLIT_MODES
+
 CODE_VERSION = 2  # bump when training code changes what a model would become (2: QAT without Dropout)
 RUNS_DIR = "runs"
 
@@ -831,7 +833,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "recipe, else 0)")
     p.add_argument("--limit", type=int, help="use at most N training images (quick runs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split-mode", choices=("cluster", "group"), default="cluster")
+    p.add_argument("--split-mode", choices=SPLIT_MODES, default="cluster")
     p.add_argument("--aug", nargs="+", metavar="KEY=VALUE", help="augmentation overrides, e.g. shift_y=0.015")
     p.add_argument("--teacher", nargs="+", action="extend", metavar="MODEL_ID",
                    help="distil from exported models, e.g. 100cls_GRAY/v16 (same data and split); "
