@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Score the float model at the last epoch of group-split runs on their held-out meters.
+"""Score the float model at the last epoch of group- or meter-split runs on their held-out meters.
 
     TF_USE_LEGACY_KERAS=1 python tools/heldout_last_epoch.py /tmp/group-runs/10cls_GRAY/dr ...
 
@@ -44,11 +44,11 @@ def main() -> int:
     splits = {}
     for run in args.runs:
         cfg = json.loads((run / "config.json").read_text())
-        if cfg["split_mode"] != "group":
-            raise SystemExit(f"{run}: split mode {cfg['split_mode']!r}, not 'group': its test images are not held out")
-        key = (cfg["color"], int(cfg["classes"]))
+        if cfg["split_mode"] not in ("group", "meter"):
+            raise SystemExit(f"{run}: split mode {cfg['split_mode']!r}: its test images are not held-out meters")
+        key = (cfg["color"], int(cfg["classes"]), cfg["split_mode"])
         if key not in splits:
-            splits[key] = train.load_splits(args.data, *key, mode="group")
+            splits[key] = train.load_splits(args.data, key[0], key[1], mode=key[2])
         s = splits[key]
         tenths = s.tenths["test"]
         pred = last_epoch_model(run, cfg).predict(preprocess.to_float(s.x["test"]), batch_size=512, verbose=0)
