@@ -633,7 +633,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--data", default=os.environ.get("DIGITREC_DATA"), help="dataset root (default $DIGITREC_DATA)")
     common.add_argument("--cache", default=None, help="cache folder (default $DIGITREC_CACHE or ~/.cache/digitrec)")
     common.add_argument("--split-mode", choices=SPLIT_MODES, default="cluster",
-                        help="cluster: near-duplicate clusters per side; group: whole meter folders per side")
+                        help="cluster: near-duplicate clusters per side; group: whole meter folders per side; "
+                             "meter: whole meters, collections not chained (docs/data.md)")
     common.add_argument("--quiet", action="store_true", help="no progress bar")
     s = verbs.add_parser("stats", parents=[common], help="summary, junk report, duplicates, split sizes (+ montage PNG)")
     s.add_argument("--json", help="write the summary JSON here (a montage PNG is written beside it)")
