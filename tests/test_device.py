@@ -219,11 +219,13 @@ def test_rgb_model_raw_and_compare_report(env: dict[str, Path], clean: tuple[dic
 
 
 def test_paced_link_reaches_line_rate(env: dict[str, Path]) -> None:
-    rc, summary, _ = bench(env, "paced", "--limit", "120", baud="921600")
+    # the whole slice (about 1.1 s on the wire), so a scheduler stall of a few tens of ms
+    # on a loaded 2-core machine moves the figures by only a few per cent
+    rc, summary, _ = bench(env, "paced", baud="921600")
     assert rc == 0
     assert summary["baud"] == 921600
     assert summary["link_payload_utilization"] >= 0.90, summary
-    assert summary["link_utilization"] <= 1.02  # the virtual UART really is paced
+    assert summary["link_utilization"] <= 1.02, summary  # the virtual UART really is paced
 
 
 # ================================================================ fault injection
