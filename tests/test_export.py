@@ -150,6 +150,32 @@ def test_inversion_and_aspect_augmentation():
     assert train.TrainConfig("v4").config_hash() != train.TrainConfig("v4", augment={"invert_p": 0.3}).config_hash()
 
 
+def test_shear_and_stroke_augmentation():
+    import tensorflow as tf
+
+    off = {k: 0.0 for k in train.TrainConfig("v4").aug()}
+    bar = np.zeros((1, 32, 20, 1), np.float32)
+    bar[0, 2:30, 8:12] = 1.0  # a vertical stroke, 4 px wide
+
+    def cols(img, row):
+        return np.flatnonzero(img[0, row, :, 0] > 0.5)
+
+    # shear slants the stroke: its top and bottom rows move apart sideways, its width stays
+    sheared = [train.augment(tf.constant(bar), tf.constant([s, 0], tf.int64), {**off, "shear": 0.3}).numpy()
+               for s in range(6)]
+    offsets = [cols(b, 4).mean() - cols(b, 27).mean() for b in sheared]
+    assert max(abs(o) for o in offsets) > 2 and len({round(o, 1) for o in offsets}) > 1
+    assert all(3 <= len(cols(b, 16)) <= 5 for b in sheared)
+    # strokes get thicker or thinner (not shifted), never brighter than white or below black
+    out = train.augment(tf.constant(np.repeat(bar, 32, axis=0)), tf.constant([0, 1], tf.int64),
+                        {**off, "stroke_p": 1.0}).numpy()
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    widths = [len(cols(out[i:i + 1], 16)) for i in range(32)]
+    assert min(widths) < 4 < max(widths)
+    assert all(abs(cols(out[i:i + 1], 16).mean() - 9.5) < 0.6 for i in range(32))
+    assert train.TrainConfig("v4").config_hash() == train.TrainConfig("v4", augment={"shear": 0.0}).config_hash()
+
+
 def test_neighbour_label_smoothing():
     t = train.soft_labels(np.array([0, 55]), 100, 0.1).numpy()
     np.testing.assert_allclose(t.sum(axis=1), 1.0, rtol=1e-5)

@@ -49,6 +49,8 @@ RUNS_DIR = "runs"
 AUG_ADDED_LATER = {
     "invert_p": 0.0,  # probability of inverting the gray levels (dark digits on light drums and vice versa)
     "aspect": 0.0,  # width/height stretch, as crops of other meters come in other aspect ratios
+    "shear": 0.0,  # +- horizontal shear per unit height: upright and slanted fonts
+    "stroke_p": 0.0,  # probability of thickening or thinning the strokes (fonts of other weights)
 }
 
 
@@ -276,16 +278,29 @@ def _affine(batch: int, h: int, w: int, aug: dict, seeds):
     ang = u(0, -1.0, 1.0) * aug["rotate_deg"] * np.pi / 180
     scale = 1.0 + u(1, -1.0, 1.0) * aug["zoom"]
     stretch = 1.0 + u(12, -1.0, 1.0) * aug["aspect"]  # > 1: wider digits
+    shear = u(14, -1.0, 1.0) * aug["shear"]
     tx = u(2, -1.0, 1.0) * aug["shift_x"] * w
     ty = u(3, -1.0, 1.0) * aug["shift_y"] * h
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
     # output -> input coords: in = R(ang) @ diag(1 / stretch, 1) / scale @ (out - centre - shift) + centre
     c, s = tf.cos(ang) / scale, tf.sin(ang) / scale
     a0, a1, b0, b1 = c / stretch, s, -s / stretch, c
+    a1, b1 = a1 + a0 * shear, b1 + b0 * shear  # ... @ [[1, shear], [0, 1]]
     a2 = cx - a0 * (cx + tx) - a1 * (cy + ty)
     b2 = cy - b0 * (cx + tx) - b1 * (cy + ty)
     zeros = tf.zeros([batch])
     return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+
+def _stroke(x, amount):
+    """Bright strokes thicker (amount > 0, a 3x3 grey-level dilation) or thinner (< 0, erosion),
+    blended by |amount|: both polarities of drum, both directions of font weight."""
+    import tensorflow as tf
+
+    grown = tf.nn.max_pool2d(x, 3, 1, "SAME")
+    shrunk = -tf.nn.max_pool2d(-x, 3, 1, "SAME")
+    target = tf.where(amount > 0, grown, shrunk)
+    return x + tf.abs(amount) * (target - x)
 
 
 def augment(images, seed, aug: dict):
@@ -297,6 +312,9 @@ def augment(images, seed, aug: dict):
     seeds = tf.random.experimental.stateless_split(seed, num=12)
     # seeds[11] was spare; later keys split it so the draws of the older keys stay as they were
     seeds = tf.concat([seeds, tf.random.experimental.stateless_split(seeds[11], num=2)], axis=0)
+    # and keys added after those draw from a stream folded off the batch seed (14 shear, 15-16 stroke)
+    later = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 1), num=3)
+    seeds = tf.concat([seeds, tf.cast(later, seeds.dtype)], axis=0)
     x = tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=_affine(b, h, w, aug, seeds), output_shape=[h, w],
         fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST",
@@ -312,6 +330,8 @@ def augment(images, seed, aug: dict):
         blurred = tf.nn.depthwise_conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], "SYMMETRIC"),
                                          kernel, [1, 1, 1, 1], "VALID")
         x = tf.where(u(4, 0.0, 1.0) < aug["blur_p"], blurred, x)
+    if aug["stroke_p"] > 0:
+        x = tf.where(u(15, 0.0, 1.0) < aug["stroke_p"], _stroke(x, u(16, -1.0, 1.0)), x)
     mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
     x = (x - mean) * u(5, 1 - aug["contrast"], 1 + aug["contrast"]) + mean
     x = x + u(6, -aug["brightness"], aug["brightness"])
