@@ -326,7 +326,9 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
     bench.write_meters_csv([{**good, "_meters": [{"meter": "images/pp", "images": 25, "accuracy": 0.72,
                                                    "accuracy_tol": None, "accuracy_digit": 0.72}]}],
                            tmp_path / "meters.csv")  # fmt: skip
-    put(tmp_path / "zoo", "10cls_GRAY/v4", b"tflite", {"classes": 10, "color": "GRAY", "params": 40_000})
+    put(tmp_path / "zoo", "10cls_GRAY/v4", b"tflite", {"classes": 10, "color": "GRAY", "params": 40_000,
+                                                          "training": {"augment": {"invert_p": 0.3}}})
+    put(tmp_path / "zoo", "10cls_GRAY/v3", b"tflite", {"classes": 10, "color": "GRAY", "params": 30_000})
     readme = tmp_path / "README.md"
     before = "# title\n\ntext\n<!-- bench:begin -->\nstale\n<!-- bench:end -->\nmiddle\n"
     after = "<!-- models:begin --><!-- models:end -->\nend\n"
@@ -344,7 +346,9 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
     assert "| 10cls_GRAY/v4 | 10 | GRAY | 100 | 97.0 % |" in bench_part and "ERROR" in bench_part
     assert bench.PUBLISHED_NOTE in bench_part and "](docs/img/acc.png)" in bench_part
     assert "| `images/pp` | 25 | 72.0 % | 10cls_GRAY/v4 | 72.0 % |" in bench_part  # from meters.csv
-    assert "| 10cls_GRAY/v4 | - | 10 | GRAY | 40,000 |" in text.split("<!-- models:begin -->")[1]
+    models_part = text.split("<!-- models:begin -->")[1]
+    assert "| 10cls_GRAY/v4 | - | 10 | GRAY | 40,000 |" in models_part
+    assert [line.split(" | ")[-2] for line in models_part.splitlines() if line.startswith("| 10cls")] == ["no", "yes"]
     assert (tmp_path / "docs" / "img" / "acc.png").read_bytes() == b"png"
     assert tool.main([*args, "--check"]) == 0  # idempotent
 

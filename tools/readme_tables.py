@@ -98,7 +98,7 @@ def load_cards(models_dir: Path) -> list[tuple[str, dict[str, Any]]]:
 
 def models_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
     head = ["model", "family", "classes", "color", "params", ".tflite KB", "arena KB", "MACs",
-            "int8 test acc.", "float test acc.", "int8 - float", "within 0.1", "ops"]  # fmt: skip
+            "int8 test acc.", "float test acc.", "int8 - float", "within 0.1", "new-meter aug.", "ops"]  # fmt: skip
     body = []
     for mid, c in sorted(cards, key=lambda mc: (mc[1].get("classes", 0), mc[1].get("color", ""), mc[0])):
         acc = c.get("accuracy") or {}
@@ -107,10 +107,19 @@ def models_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
             bench.fmt_num(c.get("params")), bench.fmt_kb(c.get("tflite_bytes")), bench.fmt_kb(c.get("arena_bytes")),
             bench.fmt_num(c.get("macs")), bench.fmt_pct(acc.get("int8_test")), bench.fmt_pct(acc.get("float_test")),
             _points(acc.get("int8_test"), acc.get("float_test")), bench.fmt_pct(acc.get("int8_test_tol")),
-            ", ".join(sorted(set(c.get("ops") or []))),
+            _meter_aug(c), ", ".join(sorted(set(c.get("ops") or []))),
         ])  # fmt: skip
-    note = "From the model cards (`exported_models/*/*/card.json`, written by `digitrec train`/`export`)."
+    note = ("From the model cards (`exported_models/*/*/card.json`, written by `digitrec train`/`export`). "
+            "*New-meter aug.*: trained with the augmentation that imitates other meters (inverted gray "
+            "levels, other crop aspect ratios), worth 4-5 points on meters never seen in training "
+            "([docs/training.md](docs/training.md#many-held-out-meters---split-mode-meter)).")
     return "\n".join([NOTE, note, "", bench.md_table(head, body)])
+
+
+def _meter_aug(card: dict[str, Any]) -> str:
+    """'yes' when the card's augmentation includes the new-meter keys (invert_p, aspect)."""
+    aug = (card.get("training") or {}).get("augment") or {}
+    return "yes" if aug.get("invert_p") or aug.get("aspect") else "no"
 
 
 def data_block(s: dict[str, Any]) -> str:
