@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitrec import bench, cli
+from digitrec import bench, cli, labels
 
 SCHEMA = {  # key -> allowed types in every benchmarked (error-free) row
     "model": str, "classes": int, "color": str, "images": int, "accuracy": float,
@@ -301,15 +301,25 @@ def test_real_data_slice(real_data, tflites, tmp_path):
 # ----------------------------------------------------------------------------- README tables
 
 
-def _readme_tool():
+def _tool(name: str = "readme_tables"):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "readme_tables", bench.REPO_ROOT / "tools" / "readme_tables.py"
-    )
+    spec = importlib.util.spec_from_file_location(name, bench.REPO_ROOT / "tools" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _readme_tool():
+    return _tool()
+
+
+def test_meter_errors_sorts_mistakes_by_kind():
+    tenths = np.array([44, 45, 12, 78, 90, 30, 61])
+    y10 = labels.class10_from_class100(tenths)  # 4 5 1 8 9 3 6
+    pred = np.array([5, 5, 2, 8, 3, 0, 4])  # at x.4/x.5, off by 1, right, off by 4 (9 -> 3), 3 -> 0, 6 -> 4
+    k = _tool("meter_errors").error_kinds(pred, y10, tenths)
+    assert k == {"images": 7, "wrong": 5, "boundary": 1, "off1": 1, "off2plus": 3}
 
 
 def test_readme_tables_rewrite_only_between_markers(tmp_path):
