@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "dr"
-#define DR_MODEL_SHA256 "c87906f32fc7e6cc133d96d835df2dce11f943dc720fb0fea9610e2f0cec4fff"
+#define DR_MODEL_SHA256 "5298b78b7274cbd19c772ebfee834d6ea3a763ad8e8358f98acbffa1c7cd2f22"
 #define DR_MODEL_CLASSES 100
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32

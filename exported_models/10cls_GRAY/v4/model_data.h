@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "v4"
-#define DR_MODEL_SHA256 "97ad57fc93a90cef431946a3a0eb748794ed9b8e0afe5fe3c5ee8438b2eb9bfd"
+#define DR_MODEL_SHA256 "39b8bb6e2dc8afbf47fdc081737448154f4424f7a3b8b7a0b5d0efe3b3d0884f"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
