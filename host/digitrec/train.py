@@ -166,8 +166,9 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     # QAT with Dropout kept scored higher on validation than with it left out (docs/training.md,
     # "Dropout during QAT"): these models keep what training code version 1 made.
     **{key: {"qat_dropout": True} for key in (
-        ("v12", 100, "gray"), ("v9", 100, "gray"), ("v12", 10, "gray"),
-        ("v3", 10, "gray"), ("original_haverland", 10, "rgb"), ("v4", 10, "rgb"))},
+        ("v12", 100, "gray"), ("v9", 100, "gray"), ("v12", 10, "gray"), ("original_haverland", 10, "rgb"),
+        ("v4", 10, "rgb"))},
+    ("v3", 10, "gray"): {"qat_dropout": True, **NEW_METER_AUG},
 }
 # RGB twins of GRAY models (10 classes), shipped to measure what colour buys.
 RGB_MODELS = ("v4", "original_haverland", "dr")
