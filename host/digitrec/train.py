@@ -158,7 +158,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v15", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG},
     ("v16", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT},
     ("v17", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
-    ("mnist_quantization", 10, "gray"): LONG_SCHEDULE,
+    ("mnist_quantization", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
     ("original_haverland", 10, "gray"): LONG_SCHEDULE,
 
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr"), **QAT_DROPOUT, **LONG_SCHEDULE,

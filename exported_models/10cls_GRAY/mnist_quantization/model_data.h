@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "mnist_quantization"
-#define DR_MODEL_SHA256 "d17792f1d164d584611e998d2ffdf5c9ab5215a90b80a536e94c281ad681367e"
+#define DR_MODEL_SHA256 "0bf9e6c0feebf54c6ec71271ef114ea85b41f72b3ccdec58d198ddb4fd9bc4d3"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
