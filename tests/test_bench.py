@@ -301,17 +301,13 @@ def test_real_data_slice(real_data, tflites, tmp_path):
 # ----------------------------------------------------------------------------- README tables
 
 
-def _tool(name: str = "readme_tables"):
+def _tool(name: str):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(name, bench.REPO_ROOT / "tools" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def _readme_tool():
-    return _tool()
 
 
 def test_meter_errors_sorts_mistakes_by_kind():
@@ -323,7 +319,7 @@ def test_meter_errors_sorts_mistakes_by_kind():
 
 
 def test_readme_tables_rewrite_only_between_markers(tmp_path):
-    tool = _readme_tool()
+    tool = _tool("readme_tables")
     good = dict.fromkeys(bench.ROW_KEYS)
     good.update(model="10cls_GRAY/v4", classes=10, color="GRAY", images=100, accuracy=0.97, size_bytes=50_000,
                 params=40_000, arena_bytes=20_000, macs=1_000_000, pc_inf_per_s=9000.0, split="test")  # fmt: skip

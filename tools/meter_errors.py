@@ -9,7 +9,6 @@ A 100-class model is read as digits (its tenth rounded half up, as the bench doe
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
 
-from digitrec import bench, data, labels, preprocess  # noqa: E402
+from digitrec import bench, labels, preprocess  # noqa: E402
 from digitrec.data import SPLIT_MODES  # noqa: E402
 
 
@@ -43,27 +42,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=os.environ.get("DIGITREC_DATA", "../shared/datasets/haverland"))
     args = p.parse_args(argv)
 
-    ds = data.load_dataset(args.data)
-    idx = ds.split(args.split_mode)["test"]
+    split = bench.DataSource(Path(args.data), "test", args.split_mode)  # meters as the bench's meters.csv
     model = bench.load_model("model", Path(args.model))
-    x, _, paths = ds.arrays(idx, model.color.lower(), model.classes)
-    tenths = np.asarray(ds.tenths(idx))
+    x, _, _ = split.arrays(model.color, model.classes)
+    tenths, meters = split.tenths(), np.asarray(split.meters(), dtype=object)
     y10 = labels.class10_from_class100(tenths)
     pred = labels.read_class(bench.predict_batched(model.data, preprocess.to_int8(x, model.in_q)))
     pred10 = labels.class10_from_class100(pred) if model.classes == 100 else pred
 
-    folders = collections.defaultdict(list)
-    for i, path in enumerate(paths):
-        folders[str(Path(path).parent)].append(i)
     print("| meter folder | images | errors | at x.4/x.5 | off by 1 elsewhere | off by 2+ |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for folder, rows in sorted(folders.items()):
-        k = error_kinds(pred10[rows], y10[rows], tenths[rows])
-        print(f"| `{folder}` | {k['images']} | {k['wrong']} | {k['boundary']} | {k['off1']} | {k['off2plus']} |")
+    for name in sorted(set(meters)):
+        sel = meters == name
+        k = error_kinds(pred10[sel], y10[sel], tenths[sel])
+        print(f"| `{name}` | {k['images']} | {k['wrong']} | {k['boundary']} | {k['off1']} | {k['off2plus']} |")
     k = error_kinds(pred10, y10, tenths)
     print(f"| all | {k['images']} | {k['wrong']} | {k['boundary']} | {k['off1']} | {k['off2plus']} |")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from digitrec import bench
+from digitrec.train import NEW_METER_AUG
 
 REPO = Path(__file__).resolve().parents[1]
 PLOT_DEST = REPO / "docs" / "img" / "accuracy_vs_size.png"
@@ -117,9 +118,9 @@ def models_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
 
 
 def _meter_aug(card: dict[str, Any]) -> str:
-    """'yes' when the card's augmentation includes the new-meter keys (invert_p, aspect)."""
+    """'yes' when the card's augmentation turns on any key of train.NEW_METER_AUG."""
     aug = (card.get("training") or {}).get("augment") or {}
-    return "yes" if aug.get("invert_p") or aug.get("aspect") else "no"
+    return "yes" if any(aug.get(k) for k in NEW_METER_AUG["augment"]) else "no"
 
 
 def data_block(s: dict[str, Any]) -> str:
