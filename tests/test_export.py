@@ -292,12 +292,13 @@ def test_tenths_weight_needs_a_digit_sum_head():
 
 
 def test_tenths_supervised_run_exports_a_digit_model(tmp_path):
-    """Tiny dr 10 run with tenths supervision: a 10-class int8 model whose output is a
-    probability on the fixed [0, 1] scale, TFLM within 1 LSB of LiteRT."""
+    """Tiny dr 10 run with tenths supervision and synthetic digits: a 10-class int8 model whose
+    output is a probability on the fixed [0, 1] scale, TFLM within 1 LSB of LiteRT."""
     splits = tenths_splits()
-    cfg = train.TrainConfig(model="dr", classes=10, epochs=2, qat_epochs=1, batch=64, tenths_weight=1.0)
+    cfg = train.TrainConfig(model="dr", classes=10, epochs=2, qat_epochs=1, batch=64, tenths_weight=1.0, synth=0.5)
     card = train.train_model(cfg, splits, tmp_path / "out", tmp_path / "runs")
     assert card["classes"] == 10 and card["training"]["tenths_weight"] == 1.0
+    assert card["training"]["synth"]["images"] == 192 and card["data"]["train"] == 384  # real images counted apart
     assert card["output"]["shape"] == [10] and card["output"]["zero_point"] == -128
     assert card["output"]["scale"] == pytest.approx(1 / 255)
     log = (tmp_path / "out" / "10cls_GRAY" / "dr" / "training_log.csv").read_text().splitlines()

@@ -77,6 +77,7 @@ class TrainConfig:
     tenths_weight: float = 0.0  # loss weight of the tenths labels on a 10-class model's digit-sum head
     qat_dropout: bool = False  # keep Dropout active in QAT, as training code version 1 always did
     float_weights: str = "best"  # QAT starts from the best validation epoch, or "last": the schedule's end
+    synth: float = 0.0  # synthetic font digits added to the training split, as a fraction of its size
 
     def aug(self) -> dict:
         defaults = {
@@ -110,7 +111,7 @@ class TrainConfig:
 
 
 # Config keys added after models were shipped: left out of the hash at these defaults.
-CONFIG_ADDED_LATER = {"tenths_weight": 0.0, "patience_after": 0.0, "float_weights": "best"}
+CONFIG_ADDED_LATER = {"tenths_weight": 0.0, "patience_after": 0.0, "float_weights": "best", "synth": 0.0}
 
 
 def _short_hash(doc: dict) -> str:
@@ -202,6 +203,7 @@ class Splits:
     info: dict
     teacher: np.ndarray | None = None  # train x classes: mean teacher probabilities
     tenths: dict[str, np.ndarray] = field(default_factory=dict)  # 100-class labels of the same images
+    synth: int = 0  # synthetic images at the end of the training arrays (with_synthetic)
 
 
 def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster", limit: int = 0, seed: int = 0) -> Splits:
@@ -222,6 +224,34 @@ def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster
     if limit:
         info["train_limit"] = int(limit)
     return Splits(xs, ys, info, tenths=tenths)
+
+
+def with_synthetic(splits: Splits, cfg: TrainConfig) -> Splits:
+    """``splits`` with ``cfg.synth`` x (training size) synthetic font digits appended to the
+    training side (``digitrec.synth``); validation and test stay real images."""
+    if not cfg.synth or splits.synth:
+        return splits
+    if cfg.synth < 0:
+        raise ValueError(f"synth {cfg.synth}: must be a fraction >= 0 of the training split")
+    from digitrec import synth
+
+    n = int(round(cfg.synth * len(splits.y["train"])))
+    x, y, t = synth.render_batch(n, cfg.color, cfg.classes, cfg.seed)
+    xs = {**splits.x, "train": np.concatenate([splits.x["train"], x])}
+    ys = {**splits.y, "train": np.concatenate([splits.y["train"], y.astype(splits.y["train"].dtype)])}
+    tenths = dict(splits.tenths)
+    if "train" in tenths:
+        tenths["train"] = np.concatenate([tenths["train"], t.astype(tenths["train"].dtype)])
+    return Splits(xs, ys, splits.info, None, tenths, synth=n)
+
+
+def synth_record(cfg: TrainConfig, splits: Splits) -> dict | None:
+    """What the card says of the synthetic digits a model trained on (None: real images only)."""
+    if not cfg.synth:
+        return None
+    from digitrec import synth
+
+    return {"fraction": cfg.synth, "images": splits.synth, "fonts": list(synth.FONT_FILES)}
 
 
 def teacher_probabilities(teachers: tuple[str, ...], x: np.ndarray, classes: int, color: str, info: dict,
@@ -574,6 +604,8 @@ def phase_identity(cfg: TrainConfig, info: dict, teacher_sha: dict[str, str], ph
     if phase == "float":
         for key in QAT_ONLY_KEYS:
             doc.pop(key)
+    if not cfg.synth:  # runs from before synthetic digits existed keep their identity
+        doc.pop("synth")
     return _short_hash(doc)
 
 
@@ -621,6 +653,7 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
     ids = {phase: phase_identity(cfg, splits.info, teacher_sha, phase) for phase in ("float", "qat")}
     _write_json(rdir / "config.json", {**asdict(cfg), "augment": cfg.aug(), "config_hash": cfg.config_hash(),
                                        "data": splits.info, "teacher_sha256": teacher_sha, "identity": ids})
+    splits = with_synthetic(splits, cfg)
     if cfg.teachers and splits.teacher is None:
         splits = replace(splits, teacher=teacher_probabilities(
             cfg.teachers, splits.x["train"], cfg.classes, cfg.color, splits.info, teachers_dir))
@@ -659,6 +692,7 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
             "code_version": CODE_VERSION,
             "qat_dropout": cfg.qat_dropout,
             "float_weights": cfg.float_weights,
+            "synth": synth_record(cfg, splits),
             "val_accuracy_float": (float_state.get("best") if cfg.float_weights == "best"
                                    else last_logged(rdir / "float", "val_accuracy")),
             "val_accuracy_qat": qat_state.get("best"),
@@ -779,6 +813,7 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         tenths_weight=_given_or_recipe(args.tenths_weight, recipe, "tenths_weight", 0.0),
         qat_dropout=_given_or_recipe(args.qat_dropout, recipe, "qat_dropout", False),
         float_weights=_given_or_recipe(args.float_weights, recipe, "float_weights", "best"),
+        synth=_given_or_recipe(args.synth, recipe, "synth", 0.0),
     )
 
 
@@ -885,6 +920,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--float-weights", choices=("best", "last"),
                    help="float model QAT starts from: the best validation epoch or the schedule's last epoch "
                         "(default: the shipped recipe, else best)")
+    p.add_argument("--synth", type=float, metavar="FRACTION",
+                   help="add synthetic font digits (digitrec synth) to the training split, this fraction of "
+                   "its size (default: the shipped recipe, else 0)")
     p.add_argument("--teachers-dir", default="exported_models", help="where --teacher ids live")
     p.add_argument("--out", default="exported_models", help="export root (default exported_models)")
     p.add_argument("--runs", default=RUNS_DIR, help="checkpoint root, outside git (default runs)")

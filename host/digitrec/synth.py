@@ -1,0 +1,167 @@
+"""Synthetic rotating-drum digits rendered from TrueType fonts.
+
+The training meters show a handful of fonts; a new meter's font is the main cause of
+misread digits on meters the models never saw (docs/training.md, "Where the errors on new
+meters lie"). ``render_batch`` draws drum crops in other fonts with the dataset's label
+convention: at reading ``d.f`` the window shows digit ``d`` moved up by ``f`` of a digit
+pitch, with ``d + 1`` coming in from below. The crops then take the same path as a camera
+crop (``preprocess.prepare``), and training mixes them into its training split only
+(``digitrec train --synth FRACTION``); validation and test stay real images.
+
+Fonts come from matplotlib's bundled folder (DejaVu, STIX, Computer Modern), so every
+machine with the project installed renders the same images for the same seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+
+from digitrec import labels, preprocess
+
+# matplotlib's bundled fonts with distinct digit shapes (upright only: drums are upright)
+FONT_FILES = (
+    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf",
+    "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf",
+    "cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmtt10.ttf",
+)
+CANVAS = (64, 40)  # height, width of a rendered crop before the camera path resizes it to 32x20
+
+
+def font_dir() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+
+def font_paths() -> list[Path]:
+    """The fonts synthetic digits are drawn in; a missing one is an error naming it."""
+    paths = [font_dir() / name for name in FONT_FILES]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"synthetic digits: font file(s) not found: {', '.join(missing)}")
+    return paths
+
+
+def _colors(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(digit, background) RGB: mostly light digits on a dark drum, some dark on light, some red."""
+    dark = rng.uniform(0, 90)
+    light = rng.uniform(dark + 60, 255)
+    fg, bg = (light, dark) if rng.random() < 0.7 else (dark, light)
+    fg_rgb = np.full(3, fg) + rng.uniform(-15, 15, 3)
+    bg_rgb = np.full(3, bg) + rng.uniform(-15, 15, 3)
+    if rng.random() < 0.12:  # red last drum
+        fg_rgb = np.array([rng.uniform(150, 255), rng.uniform(0, 70), rng.uniform(0, 70)])
+    clip = lambda c: tuple(int(v) for v in np.clip(c, 0, 255))  # noqa: E731
+    return clip(fg_rgb), clip(bg_rgb)
+
+
+def _glyph_font(path: Path, digit_height: float):
+    """The font at the size whose digit '8' is ``digit_height`` pixels tall."""
+    from PIL import ImageFont
+
+    probe = ImageFont.truetype(str(path), 100)
+    left, top, right, bottom = probe.getbbox("8")
+    return ImageFont.truetype(str(path), max(6, int(round(100 * digit_height / (bottom - top)))))
+
+
+def render(tenths: int, font_path: Path, rng: np.random.Generator) -> np.ndarray:
+    """One drum crop (CANVAS, RGB uint8) showing reading ``tenths / 10`` in the font."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    h, w = CANVAS
+    stretch = rng.uniform(0.75, 1.35)  # narrow and wide fonts: draw wider or narrower, then resize
+    wide = int(round(w * stretch))
+    digit_h = h * rng.uniform(0.5, 0.75)
+    pitch = digit_h * rng.uniform(1.2, 1.6)
+    font = _glyph_font(font_path, digit_h)
+    fg, bg = _colors(rng)
+    img = Image.new("RGB", (wide, h), bg)
+    draw = ImageDraw.Draw(img)
+    digit, frac = divmod(int(tenths), 10)
+    offset = frac / 10 + rng.uniform(-0.03, 0.03)  # labels are read by eye: about +-0.3 of a tenth
+    cx = wide / 2 + rng.uniform(-0.08, 0.08) * wide
+    cy = h / 2 + rng.uniform(-0.06, 0.06) * h
+    stroke = int(rng.integers(0, 2)) if digit_h > 30 else 0
+    _, top, _, bottom = font.getbbox("8", anchor="ls")
+    for k in (-1, 0, 1, 2):  # the digit before, this one, and the two after on the drum
+        baseline = cy + (k - offset) * pitch - (top + bottom) / 2  # glyph centred on its slot
+        draw.text((cx, baseline), str((digit + k) % 10), font=font, fill=fg, anchor="ms",
+                  stroke_width=stroke, stroke_fill=fg)
+    img = img.resize((w, h), Image.BILINEAR)
+    rgb = _shade(np.asarray(img, dtype=np.float32), rng)
+    img = Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 1.2)))
+    return _jpeg(img, int(rng.integers(40, 95)))
+
+
+def _shade(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Drum curvature (darker towards top and bottom), uneven light, dark window edges."""
+    h, w = rgb.shape[:2]
+    yy = np.linspace(-1, 1, h)[:, None, None]
+    xx = np.linspace(-1, 1, w)[None, :, None]
+    curve = 1 - rng.uniform(0, 0.5) * yy**2
+    light = 1 + rng.uniform(-0.25, 0.25) * xx + rng.uniform(-0.25, 0.25) * yy
+    out = rgb * curve * light
+    if rng.random() < 0.3:  # the meter's window frame at a side
+        edge = int(rng.integers(1, 5))
+        side = slice(0, edge) if rng.random() < 0.5 else slice(w - edge, w)
+        out[:, side] *= rng.uniform(0.1, 0.6)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _jpeg(img, quality: int) -> np.ndarray:
+    """The crop as a camera's JPEG would deliver it."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return preprocess.decode_rgb(buf.getvalue())
+
+
+def render_batch(n: int, color: str, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` synthetic crops through the camera path: (N x 32 x 20 x C uint8, labels, tenths).
+
+    Tenths are uniform over 0..99 and fonts cycle, each image drawn from its own seeded
+    generator, so the set is the same on every run and machine for the same arguments.
+    """
+    fonts = font_paths()
+    tenths = np.random.default_rng([seed, 7]).integers(0, 100, n)
+    channels = 1 if color == "gray" else 3
+    x = np.zeros((n, preprocess.HEIGHT, preprocess.WIDTH, channels), np.uint8)
+    for i, t in enumerate(tenths):
+        x[i] = preprocess.prepare(render(int(t), fonts[i % len(fonts)], np.random.default_rng([seed, 8, i])), color)
+    y = tenths if classes == 100 else labels.class10_from_class100(tenths)
+    return x, y.astype(np.int64), tenths.astype(np.int64)
+
+
+def save_montage(path: Path, color: str = "gray", per_row: int = 12, rows: int = 8, seed: int = 0) -> Path:
+    """A PNG of synthetic crops (3x enlarged) with their readings, to see what training mixes in."""
+    from PIL import Image, ImageDraw
+
+    x, _, tenths = render_batch(per_row * rows, color, 100, seed)
+    cell_h, cell_w = preprocess.HEIGHT * 3, preprocess.WIDTH * 3
+    sheet = Image.new("RGB", (per_row * cell_w, rows * (cell_h + 12)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, (img, t) in enumerate(zip(x, tenths, strict=True)):
+        r, c = divmod(i, per_row)
+        tile = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).resize((cell_w, cell_h), Image.NEAREST)
+        sheet.paste(tile, (c * cell_w, r * (cell_h + 12)))
+        draw.text((c * cell_w + 2, r * (cell_h + 12) + cell_h), f"{t / 10:.1f}", fill=(0, 0, 0))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    print(save_montage(Path(args.montage), args.color, seed=args.seed))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="draw a montage of the synthetic font digits `train --synth` mixes in")
+    p.add_argument("--montage", default="reports/synth_montage.png", help="PNG to write")
+    p.add_argument("--color", choices=("gray", "rgb"), default="gray")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)

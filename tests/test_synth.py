@@ -1,0 +1,68 @@
+"""Synthetic font digits: seeded, labelled by the dataset's convention, and kept to training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitrec import bench, labels, preprocess, synth, train
+
+
+def test_render_batch_is_seeded_labelled_and_shaped():
+    x, y, t = synth.render_batch(24, "gray", 10, seed=3)
+    again, _, _ = synth.render_batch(24, "gray", 10, seed=3)
+    other, _, _ = synth.render_batch(24, "gray", 10, seed=4)
+    assert x.shape == (24, 32, 20, 1) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x, again)
+    assert not np.array_equal(x, other)
+    np.testing.assert_array_equal(y, labels.class10_from_class100(t))
+    assert x.reshape(24, -1).std(axis=1).min() > 5  # every crop shows something
+    rgb, y100, t100 = synth.render_batch(4, "rgb", 100, seed=3)
+    assert rgb.shape == (4, 32, 20, 3)
+    np.testing.assert_array_equal(y100, t100)
+
+
+def test_synthetic_digits_follow_the_drum_convention():
+    """A model trained on real meters only reads the synthetic crops near a whole digit: the
+    next digit comes in from below (at x.8-x.9 the label is the next digit) as on real drums."""
+    x, y, t = synth.render_batch(400, "gray", 10, seed=1)
+    near_whole = (t % 10 <= 2) | (t % 10 >= 8)
+    model = bench.load_model("10cls_GRAY/dr", Path(bench.MODELS_DIR) / "10cls_GRAY" / "dr" / "model.tflite")
+    out = bench.predict_batched(model.data, preprocess.to_int8(x[near_whole], model.in_q), 256, False, 1)
+    assert np.mean(labels.read_class(out) == y[near_whole]) > 0.85
+
+
+def test_missing_font_is_named(monkeypatch):
+    monkeypatch.setattr(synth, "FONT_FILES", (*synth.FONT_FILES, "NoSuchFont.ttf"))
+    with pytest.raises(FileNotFoundError, match="NoSuchFont.ttf"):
+        synth.render_batch(2, "gray", 10)
+
+
+def test_synthetic_images_join_the_training_split_only():
+    rng = np.random.default_rng(0)
+    xs = {k: rng.integers(0, 256, (n, 32, 20, 1), dtype=np.uint8) for k, n in (("train", 40), ("val", 8), ("test", 8))}
+    ts = {k: rng.integers(0, 100, len(v)) for k, v in xs.items()}
+    ys = {k: labels.class10_from_class100(v) for k, v in ts.items()}
+    splits = train.Splits(xs, ys, {"fingerprint": "f", "split_mode": "cluster"}, tenths=ts)
+    cfg = train.TrainConfig("dr", synth=0.25)
+    mixed = train.with_synthetic(splits, cfg)
+    assert mixed.synth == 10 and len(mixed.x["train"]) == len(mixed.y["train"]) == len(mixed.tenths["train"]) == 50
+    np.testing.assert_array_equal(mixed.x["train"][:40], xs["train"])
+    assert all(mixed.x[k] is xs[k] for k in ("val", "test"))
+    np.testing.assert_array_equal(mixed.y["train"][40:], labels.class10_from_class100(mixed.tenths["train"][40:]))
+    assert train.with_synthetic(mixed, cfg) is mixed  # never added twice
+    assert train.with_synthetic(splits, train.TrainConfig("dr")) is splits
+    # off by default and out of the hash there, so cards made before it stay up to date
+    assert train.TrainConfig("dr", synth=0.0).config_hash() != cfg.config_hash()
+
+
+def test_synth_montage_command(tmp_path):
+    from PIL import Image
+
+    from digitrec import cli
+
+    path = tmp_path / "montage.png"
+    assert cli.main(["synth", "--montage", str(path)]) == 0
+    assert Image.open(path).size == (12 * 60, 8 * (96 + 12))
