@@ -334,6 +334,9 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
                            tmp_path / "meters.csv")  # fmt: skip
     put(tmp_path / "zoo", "10cls_GRAY/v4", b"tflite", {"classes": 10, "color": "GRAY", "params": 40_000,
                                                           "training": {"augment": {"invert_p": 0.3}}})
+    put(tmp_path / "zoo", "10cls_GRAY/dr", b"tflite", {"classes": 10, "color": "GRAY", "params": 50_000,
+                                                          "training": {"augment": {"aspect": 0.1},
+                                                                       "synth": {"fraction": 0.5}}})
     put(tmp_path / "zoo", "10cls_GRAY/v3", b"tflite", {"classes": 10, "color": "GRAY", "params": 30_000})
     readme = tmp_path / "README.md"
     before = "# title\n\ntext\n<!-- bench:begin -->\nstale\n<!-- bench:end -->\nmiddle\n"
@@ -354,7 +357,8 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
     assert "| `images/pp` | 25 | 72.0 % | 10cls_GRAY/v4 | 72.0 % |" in bench_part  # from meters.csv
     models_part = text.split("<!-- models:begin -->")[1]
     assert "| 10cls_GRAY/v4 | - | 10 | GRAY | 40,000 |" in models_part
-    assert [line.split(" | ")[-2] for line in models_part.splitlines() if line.startswith("| 10cls")] == ["no", "yes"]
+    assert [line.split(" | ")[-2] for line in models_part.splitlines() if line.startswith("| 10cls")] == \
+        ["yes + fonts", "no", "yes"]
     assert (tmp_path / "docs" / "img" / "acc.png").read_bytes() == b"png"
     assert tool.main([*args, "--check"]) == 0  # idempotent
 
