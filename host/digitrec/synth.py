@@ -64,7 +64,7 @@ def _glyph_font(path: Path, digit_height: float):
     from PIL import ImageFont
 
     probe = ImageFont.truetype(str(path), 100)
-    left, top, right, bottom = probe.getbbox("8")
+    _, top, _, bottom = probe.getbbox("8")
     return ImageFont.truetype(str(path), max(6, int(round(100 * digit_height / (bottom - top)))))
 
 
