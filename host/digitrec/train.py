@@ -180,7 +180,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v17", 100, "gray"): LONG_SCHEDULE,
     ("original_haverland", 100, "gray"): {"qat_epochs": 10},
 
-    ("dr", 10, "rgb"): {**NEW_METER_AUG, "tenths_weight": 1.0, "patience_after": 1.0, **QAT_DROPOUT},
+    ("dr", 10, "rgb"): {**NEW_METER_AUG, **FONT_DIGITS, "tenths_weight": 1.0, "patience_after": 1.0, **QAT_DROPOUT},
     ("v4", 10, "rgb"): QAT_DROPOUT,
     ("original_haverland", 10, "rgb"): QAT_DROPOUT,
 }

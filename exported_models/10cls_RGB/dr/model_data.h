@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "dr"
-#define DR_MODEL_SHA256 "3dce9c612bfe4dce244557c0bc51c65f9c19cf12ff051552b97eafb46b2d7315"
+#define DR_MODEL_SHA256 "acde6fb8de5e0ac47a4fcb8081669970b8628da9649abfb674a255c8bbb613d2"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "RGB"
 #define DR_MODEL_INPUT_H 32
