@@ -54,6 +54,8 @@ def test_synthetic_images_join_the_training_split_only():
     np.testing.assert_array_equal(mixed.y["train"][40:], labels.class10_from_class100(mixed.tenths["train"][40:]))
     assert train.with_synthetic(mixed, cfg) is mixed  # never added twice
     assert train.with_synthetic(splits, train.TrainConfig("dr")) is splits
+    with pytest.raises(ValueError, match="synth -0.5"):
+        train.with_synthetic(splits, train.TrainConfig("dr", synth=-0.5))
     # off by default and out of the hash there, so cards made before it stay up to date
     assert train.TrainConfig("dr", synth=0.0).config_hash() != cfg.config_hash()
 
