@@ -245,7 +245,7 @@ def with_synthetic(splits: Splits, cfg: TrainConfig) -> Splits:
     tenths = dict(splits.tenths)
     if "train" in tenths:
         tenths["train"] = np.concatenate([tenths["train"], t.astype(tenths["train"].dtype)])
-    return Splits(xs, ys, splits.info, None, tenths, synth=n)
+    return replace(splits, x=xs, y=ys, tenths=tenths, teacher=None, synth=n)  # teachers see the new images
 
 
 def synth_record(cfg: TrainConfig, splits: Splits) -> dict | None:
