@@ -68,3 +68,27 @@ def test_synth_montage_command(tmp_path):
     path = tmp_path / "montage.png"
     assert cli.main(["synth", "--montage", str(path)]) == 0
     assert Image.open(path).size == (12 * 60, 8 * (96 + 12))
+
+
+def _model_without_synthetic_digits() -> Path:
+    """A shipped 100-class GRAY model that never saw a synthetic crop (its card has no training.synth)."""
+    import json
+
+    for card in sorted((Path(bench.MODELS_DIR) / "100cls_GRAY").glob("*/card.json")):
+        if not json.loads(card.read_text()).get("training", {}).get("synth"):
+            return card.parent / "model.tflite"
+    raise AssertionError("every shipped 100-class model trained on synthetic digits: nothing to check the roll against")
+
+
+def test_drawn_roll_matches_how_real_meters_are_read(monkeypatch):
+    """A model trained on real meters only reads synthetic crops at their drawn tenth on average
+    (within 0.3 tenths at every position); a flat roll (ROLL_BEND 0) misses by more."""
+    tflite = _model_without_synthetic_digits()
+    assert np.abs(synth.roll_bias(tflite, n=1000)).max() < 0.3
+    monkeypatch.setattr(synth, "ROLL_BEND", 0.0)
+    assert np.abs(synth.roll_bias(tflite, n=1000)).max() > 0.3
+
+
+def test_roll_check_refuses_a_10_class_model():
+    with pytest.raises(ValueError, match="100-class GRAY"):
+        synth.roll_bias(Path(bench.MODELS_DIR) / "10cls_GRAY" / "dr" / "model.tflite", n=10)

@@ -29,6 +29,10 @@ FONT_FILES = (
     "cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmtt10.ttf",
 )
 CANVAS = (64, 40)  # height, width of a rendered crop before the camera path resizes it to 32x20
+# Real drums are not read linearly: models trained on real meters read a flat roll drawn at
+# x.1-x.2 about 0.4 tenths high and at x.7-x.9 about 0.35 low (docs/training.md). Drawing the
+# roll at f - ROLL_BEND * sin(2 pi f) of a pitch matches their convention.
+ROLL_BEND = 0.04
 
 
 def font_dir() -> Path:
@@ -68,6 +72,11 @@ def _glyph_font(path: Path, digit_height: float):
     return ImageFont.truetype(str(path), max(6, int(round(100 * digit_height / (bottom - top)))))
 
 
+def roll_offset(fraction: float) -> float:
+    """How far (in digit pitches) the drum has rolled up at reading ``d + fraction``."""
+    return fraction - ROLL_BEND * float(np.sin(2 * np.pi * fraction))
+
+
 def render(tenths: int, font_path: Path, rng: np.random.Generator) -> np.ndarray:
     """One drum crop (CANVAS, RGB uint8) showing reading ``tenths / 10`` in the font."""
     from PIL import Image, ImageDraw, ImageFilter
@@ -82,7 +91,7 @@ def render(tenths: int, font_path: Path, rng: np.random.Generator) -> np.ndarray
     img = Image.new("RGB", (wide, h), bg)
     draw = ImageDraw.Draw(img)
     digit, frac = divmod(int(tenths), 10)
-    offset = frac / 10 + rng.uniform(-0.03, 0.03)  # labels are read by eye: about +-0.3 of a tenth
+    offset = roll_offset(frac / 10) + rng.uniform(-0.03, 0.03)  # labels are read by eye: about +-0.3 of a tenth
     cx = wide / 2 + rng.uniform(-0.08, 0.08) * wide
     cy = h / 2 + rng.uniform(-0.06, 0.06) * h
     stroke = int(rng.integers(0, 2)) if digit_h > 30 else 0
@@ -154,7 +163,34 @@ def save_montage(path: Path, color: str = "gray", per_row: int = 12, rows: int =
     return path
 
 
+def roll_bias(tflite: Path, n: int = 1500, seed: int = 123) -> np.ndarray:
+    """Mean signed reading error (in tenths) of a 100-class GRAY model on synthetic crops, per
+    drawn tenth 0..9. Near 0 everywhere when the drawn roll matches the model's convention;
+    misreads by more than half a digit are left out (they are font errors, not roll errors)."""
+    from digitrec import bench
+
+    model = bench.load_model(Path(tflite).parent.name, Path(tflite))
+    if model.classes != 100 or model.color != "GRAY":
+        raise ValueError(f"{tflite}: roll check needs a 100-class GRAY model, not {model.classes} {model.color}")
+    x, _, tenths = render_batch(n, "gray", 100, seed)
+    pred = labels.read_class(bench.predict_batched(model.data, preprocess.to_int8(x, model.in_q)))
+    err = (pred - tenths + 50) % 100 - 50
+    frac = tenths % 10
+    return np.array([err[(frac == f) & (np.abs(err) <= 5)].mean() for f in range(10)])
+
+
+def print_roll_bias(tflite: Path) -> None:
+    bias = roll_bias(tflite)
+    print(f"{tflite}: mean reading error of synthetic crops (tenths), ROLL_BEND = {ROLL_BEND}")
+    print("drawn at  " + " ".join(f"x.{f:<4d}" for f in range(10)))
+    print("error     " + " ".join(f"{b:+.2f} " for b in bias))
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.roll_check:
+        for path in args.roll_check:
+            print_roll_bias(Path(path))
+        return 0
     print(save_montage(Path(args.montage), args.color, seed=args.seed))
     return 0
 
@@ -164,4 +200,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--montage", default="reports/synth_montage.png", help="PNG to write")
     p.add_argument("--color", choices=("gray", "rgb"), default="gray")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--roll-check", nargs="+", metavar="TFLITE",
+                   help="instead: how 100-class GRAY models read synthetic crops, per drawn tenth")
     p.set_defaults(func=run)
