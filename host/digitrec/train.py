@@ -154,7 +154,7 @@ FONT_DIGITS = {"synth": 1.0}
 SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     # dr's 10-class head reads digits through tenths, trained on both (docs/training.md)
     ("dr", 10, "gray"): {**NEW_METER_AUG, **FONT_DIGITS, "tenths_weight": 1.0, "patience_after": 1.0},
-    ("v3", 10, "gray"): {**QAT_DROPOUT, **NEW_METER_AUG},
+    ("v3", 10, "gray"): {**QAT_DROPOUT, **NEW_METER_AUG, **FONT_DIGITS},
     ("v4", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG, **FONT_DIGITS},
     ("v6", 10, "gray"): LONG_SCHEDULE,
     ("v7", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
