@@ -159,10 +159,10 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v6", 10, "gray"): LONG_SCHEDULE,
     ("v7", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
     ("v12", 10, "gray"): QAT_DROPOUT,
-    ("v15", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG},
+    ("v15", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG, **FONT_DIGITS},
     ("v16", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT},
     ("v17", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
-    ("mnist_quantization", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
+    ("mnist_quantization", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG, **FONT_DIGITS},
     ("original_haverland", 10, "gray"): LONG_SCHEDULE,
 
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr"), **QAT_DROPOUT, **LONG_SCHEDULE,

@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "mnist_quantization"
-#define DR_MODEL_SHA256 "0bf9e6c0feebf54c6ec71271ef114ea85b41f72b3ccdec58d198ddb4fd9bc4d3"
+#define DR_MODEL_SHA256 "de3c46ecceac7663ad6ee06e10afef07b97b75a61a9fda7e017fbe22a215980e"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
