@@ -33,6 +33,9 @@ CANVAS = (64, 40)  # height, width of a rendered crop before the camera path res
 # x.1-x.2 about 0.4 tenths high and at x.7-x.9 about 0.35 low (docs/training.md). Drawing the
 # roll at f - ROLL_BEND * sin(2 pi f) of a pitch matches their convention.
 ROLL_BEND = 0.04
+# Bumped when the drawing changes; the card's training.synth.renderer says which a model saw:
+# 1 flat roll, centre jitter 0.06 of the height; 2 ROLL_BEND; 3 ROLL_BEND, centre jitter 0.02.
+RENDERER = 3
 
 
 def font_dir() -> Path:

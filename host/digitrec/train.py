@@ -254,7 +254,8 @@ def synth_record(cfg: TrainConfig, splits: Splits) -> dict | None:
         return None
     from digitrec import synth
 
-    return {"fraction": cfg.synth, "images": splits.synth, "fonts": list(synth.FONT_FILES), "roll_bend": synth.ROLL_BEND}
+    return {"fraction": cfg.synth, "images": splits.synth, "fonts": list(synth.FONT_FILES),
+            "renderer": synth.RENDERER}
 
 
 def teacher_probabilities(teachers: tuple[str, ...], x: np.ndarray, classes: int, color: str, info: dict,
