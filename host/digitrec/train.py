@@ -174,7 +174,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v7", 100, "gray"): {**LONG_SCHEDULE, "qat_epochs": 12, **NEW_METER_AUG},
     ("v9", 100, "gray"): QAT_DROPOUT,
     ("v12", 100, "gray"): QAT_DROPOUT,
-    ("v15", 100, "gray"): {**LONG_SCHEDULE, "float_weights": "last", **NEW_METER_AUG},
+    ("v15", 100, "gray"): {**LONG_SCHEDULE, "float_weights": "last", **NEW_METER_AUG, **FONT_DIGITS},
     # schedules kept over the family's recommended one by validation accuracy (docs/training.md)
     ("v16", 100, "gray"): {"epochs": 30, "qat_epochs": 4},
     ("v17", 100, "gray"): LONG_SCHEDULE,
