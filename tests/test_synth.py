@@ -95,3 +95,12 @@ def test_drawn_roll_matches_how_real_meters_are_read(monkeypatch):
 def test_roll_check_refuses_a_10_class_model():
     with pytest.raises(ValueError, match="100-class GRAY"):
         synth.roll_bias(Path(bench.MODELS_DIR) / "10cls_GRAY" / "dr" / "model.tflite", n=10)
+
+
+def test_synth_roll_check_command(capsys):
+    from digitrec import cli
+
+    tflite = _model_without_synthetic_digits()
+    assert cli.main(["synth", "--roll-check", str(tflite)]) == 0
+    out = capsys.readouterr().out
+    assert str(tflite) in out and "x.9" in out and "read exactly" in out
