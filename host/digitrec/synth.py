@@ -3,8 +3,9 @@
 The training meters show a handful of fonts; a new meter's font is the main cause of
 misread digits on meters the models never saw (docs/training.md, "Where the errors on new
 meters lie"). ``render_batch`` draws drum crops in other fonts with the dataset's label
-convention: at reading ``d.f`` the window shows digit ``d`` moved up by ``f`` of a digit
-pitch, with ``d + 1`` coming in from below. The crops then take the same path as a camera
+convention: at reading ``d.f`` the window shows digit ``d`` moved up by about ``f`` of a digit
+pitch (``roll_offset``, checked by ``digitrec synth --roll-check``), with ``d + 1`` coming in
+from below. The crops then take the same path as a camera
 crop (``preprocess.prepare``), and training mixes them into its training split only
 (``digitrec train --synth FRACTION``); validation and test stay real images.
 
