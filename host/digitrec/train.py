@@ -156,7 +156,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("dr", 10, "gray"): {**NEW_METER_AUG, **FONT_DIGITS, "tenths_weight": 1.0, "patience_after": 1.0},
     ("v3", 10, "gray"): {**QAT_DROPOUT, **NEW_METER_AUG, **FONT_DIGITS},
     ("v4", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG, **FONT_DIGITS},
-    ("v6", 10, "gray"): LONG_SCHEDULE,
+    ("v6", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS},
     ("v7", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
     ("v12", 10, "gray"): QAT_DROPOUT,
     ("v15", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG, **FONT_DIGITS},
