@@ -163,7 +163,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v16", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT},
     ("v17", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
     ("mnist_quantization", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG, **FONT_DIGITS},
-    ("original_haverland", 10, "gray"): LONG_SCHEDULE,
+    ("original_haverland", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS},
 
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr"), **QAT_DROPOUT, **LONG_SCHEDULE,
                           **NEW_METER_AUG},

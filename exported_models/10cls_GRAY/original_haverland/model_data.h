@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "original_haverland"
-#define DR_MODEL_SHA256 "20ab96d2a95efcf6afea5977cc5fe947a44b1e5ea5672eaf655192dc7e8f8e26"
+#define DR_MODEL_SHA256 "37024ce7abd9c373f2406f9fb59a6f8908325e5f7d221279e0096d7b3eb571fc"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
