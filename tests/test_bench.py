@@ -338,6 +338,8 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
                                                           "training": {"augment": {"aspect": 0.1},
                                                                        "synth": {"fraction": 0.5}}})
     put(tmp_path / "zoo", "10cls_GRAY/v3", b"tflite", {"classes": 10, "color": "GRAY", "params": 30_000})
+    put(tmp_path / "zoo", "10cls_GRAY/v6", b"tflite", {"classes": 10, "color": "GRAY", "params": 20_000,
+                                                          "training": {"synth": {"fraction": 1.0}}})
     readme = tmp_path / "README.md"
     before = "# title\n\ntext\n<!-- bench:begin -->\nstale\n<!-- bench:end -->\nmiddle\n"
     after = "<!-- models:begin --><!-- models:end -->\nend\n"
@@ -358,7 +360,7 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
     models_part = text.split("<!-- models:begin -->")[1]
     assert "| 10cls_GRAY/v4 | - | 10 | GRAY | 40,000 |" in models_part
     assert [line.split(" | ")[-2] for line in models_part.splitlines() if line.startswith("| 10cls")] == \
-        ["yes + fonts", "no", "yes"]
+        ["yes + fonts", "no", "yes", "fonts only"]
     assert (tmp_path / "docs" / "img" / "acc.png").read_bytes() == b"png"
     assert tool.main([*args, "--check"]) == 0  # idempotent
 

@@ -114,18 +114,20 @@ def models_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
             "*New-meter aug.*: trained with the augmentation that imitates other meters (inverted gray "
             "levels, other crop aspect ratios), worth 4-5 points on meters never seen in training "
             "([docs/training.md](docs/training.md#many-held-out-meters---split-mode-meter)); *+ fonts*: also "
-            "synthetic digits in other fonts (`train --synth`, "
+            "synthetic digits in other fonts, *fonts only*: those without the augmentation (`train --synth`, "
             "[docs/training.md](docs/training.md#synthetic-font-digits---synth)).")
     return "\n".join([NOTE, note, "", bench.md_table(head, body)])
 
 
 def _meter_aug(card: dict[str, Any]) -> str:
     """'yes' when the card's augmentation turns on any key of train.NEW_METER_AUG; '+ fonts'
-    when it also trained on synthetic font digits (train --synth)."""
+    when it also trained on synthetic font digits (train --synth), 'fonts only' without the first."""
     training = card.get("training") or {}
     aug = training.get("augment") or {}
     out = "yes" if any(aug.get(k) for k in NEW_METER_AUG["augment"]) else "no"
-    return out + " + fonts" if training.get("synth") else out
+    if training.get("synth"):
+        return "yes + fonts" if out == "yes" else "fonts only"
+    return out
 
 
 def data_block(s: dict[str, Any]) -> str:
