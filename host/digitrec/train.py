@@ -166,6 +166,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("mnist_quantization", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG, **FONT_DIGITS},
     ("original_haverland", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS},
 
+    ("mnist_quantization", 100, "gray"): FONT_DIGITS,
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr"), **QAT_DROPOUT, **LONG_SCHEDULE,
                           **NEW_METER_AUG},
     ("v3", 100, "gray"): LONG_SCHEDULE,
