@@ -166,7 +166,6 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("mnist_quantization", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG, **FONT_DIGITS},
     ("original_haverland", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS},
 
-    ("mnist_quantization", 100, "gray"): FONT_DIGITS,
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr"), **QAT_DROPOUT, **LONG_SCHEDULE,
                           **NEW_METER_AUG},
     ("v3", 100, "gray"): LONG_SCHEDULE,
@@ -177,6 +176,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v9", 100, "gray"): QAT_DROPOUT,
     ("v12", 100, "gray"): QAT_DROPOUT,
     ("v15", 100, "gray"): {**LONG_SCHEDULE, "float_weights": "last", **NEW_METER_AUG, **FONT_DIGITS},
+    ("mnist_quantization", 100, "gray"): FONT_DIGITS,
     # schedules kept over the family's recommended one by validation accuracy (docs/training.md)
     ("v16", 100, "gray"): {"epochs": 30, "qat_epochs": 4},
     ("v17", 100, "gray"): LONG_SCHEDULE,
