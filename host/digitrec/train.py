@@ -166,8 +166,9 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("mnist_quantization", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG, **FONT_DIGITS},
     ("original_haverland", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS},
 
+    # with synthetic digits, 10 QAT epochs left int8 0.51 points below float on test; 15 score higher on validation
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr"), **QAT_DROPOUT, **LONG_SCHEDULE,
-                          **NEW_METER_AUG},
+                          "qat_epochs": 15, **NEW_METER_AUG, **FONT_DIGITS},
     ("v3", 100, "gray"): LONG_SCHEDULE,
     ("v4", 100, "gray"): {**LONG_SCHEDULE, "float_weights": "last", **FONT_DIGITS},
     ("v6", 100, "gray"): LONG_SCHEDULE,
