@@ -185,7 +185,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
 
     ("dr", 10, "rgb"): {**NEW_METER_AUG, **FONT_DIGITS, "tenths_weight": 1.0, "patience_after": 1.0, **QAT_DROPOUT},
     ("v4", 10, "rgb"): QAT_DROPOUT,
-    ("original_haverland", 10, "rgb"): QAT_DROPOUT,
+    ("original_haverland", 10, "rgb"): {**QAT_DROPOUT, **FONT_DIGITS},
 }
 # RGB twins of GRAY models (10 classes), shipped to measure what colour buys.
 RGB_MODELS = ("v4", "original_haverland", "dr")

@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "original_haverland"
-#define DR_MODEL_SHA256 "a03434c8647801f79c3b9cbc9a5bdbf75bc846aa133db4611e79f25bf7dfbeb7"
+#define DR_MODEL_SHA256 "7b06f0447b95fad6047ae665adecbd5fc7787d5d54722b5ca027cf1dd82544c3"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "RGB"
 #define DR_MODEL_INPUT_H 32
