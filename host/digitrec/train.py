@@ -159,6 +159,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v4", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG, **FONT_DIGITS},
     ("v6", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS},
     ("v7", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
+    ("v9", 10, "gray"): FONT_DIGITS,
     ("v12", 10, "gray"): QAT_DROPOUT,
     ("v15", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG, **FONT_DIGITS},
     ("v16", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT},
