@@ -160,7 +160,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v6", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS},
     ("v7", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
     ("v9", 10, "gray"): FONT_DIGITS,
-    ("v12", 10, "gray"): QAT_DROPOUT,
+    ("v12", 10, "gray"): {**QAT_DROPOUT, **FONT_DIGITS},
     ("v15", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG, **FONT_DIGITS},
     ("v16", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT},
     ("v17", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
