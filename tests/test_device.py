@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitrec import cli, device
+from digitrec import cli, compare, device
 from digitrec import protocol as P
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,7 +198,7 @@ def test_raw_mode_equals_tensor_mode(raw_gray: tuple[dict, list[dict]], clean: t
 
 
 def test_rgb_model_raw_and_compare_report(env: dict[str, Path], clean: tuple[dict, list[dict]],
-                                          raw_gray: tuple[dict, list[dict]]) -> None:
+                                          raw_gray: tuple[dict, list[dict]], capsys: pytest.CaptureFixture) -> None:
     rc, summary, _ = bench(env, "raw_rgb", "--mode", "raw", model="rgb")
     assert rc == 0 and summary["agreement"] >= 0.999 and summary["color"] == "RGB"
     report = env["base"] / "report"
@@ -206,7 +206,11 @@ def test_rgb_model_raw_and_compare_report(env: dict[str, Path], clean: tuple[dic
     pc = env["base"] / "pc_bench.json"  # the shape of `digitrec bench --json`: a list of rows
     pc.write_text(json.dumps([{"model": "10cls_GRAY/tiny_gray", "sha256": clean[0]["model_sha256"], "accuracy": 0.5, "images": 99, "split": "test",
         "pc_inf_per_s": 20000.0}]))
+    capsys.readouterr()
     assert cli.main(["compare", *map(str, files), "--bench", str(pc), "--report", str(report)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    for label in compare.TABLE_COLS:  # the terminal table: every label apart from its first value
+        assert any(line.startswith(label + "  ") for line in printed), label
     doc = json.loads((report / "compare.json").read_text())
     assert set(doc["preprocess_cost"]) == {"GRAY", "RGB"}
     (pair,) = doc["raw_vs_tensor"]  # tiny_gray: raw run vs tensor run

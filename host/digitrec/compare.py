@@ -295,8 +295,9 @@ def compare(results: list[Path], bench_json: Path | None, report: Path) -> dict[
 
 def print_table(runs: list[dict[str, Any]]) -> None:
     rows = [TABLE_COLS, *table_rows(runs)]
+    label = max(map(len, TABLE_COLS)) + 2
     for col in range(len(TABLE_COLS)):  # transposed: one line per figure reads better in a terminal
-        print(f"{rows[0][col]:<22}" + "".join(f"{r[col]:<28}" for r in rows[1:]))
+        print(f"{rows[0][col]:<{label}}" + "".join(f"{r[col]:<28}" for r in rows[1:]))
 
 
 def run(args: argparse.Namespace) -> int:
