@@ -291,6 +291,35 @@ def test_tenths_weight_needs_a_digit_sum_head():
     assert train.TrainConfig("dr", tenths_weight=1.0).config_hash() != train.TrainConfig("dr").config_hash()
 
 
+def test_digit_weight_weighs_the_digit_columns_only():
+    """digit_weight 0 leaves the tenths cross-entropy alone: wrong digit columns cost nothing."""
+    import tensorflow as tf
+
+    y_true = np.zeros((2, 110), np.float32)
+    y_true[:, 3], y_true[:, 10 + 34] = 1.0, 1.0
+    y_pred = np.full((2, 110), 0.01, np.float32)
+    y_pred[:, 7], y_pred[:, 10 + 34] = 0.91, 0.01 + 0.9  # digit wrong, tenth right
+    losses = {}
+    for w in (0.0, 1.0):
+        loss, _ = train._loss_and_metric(train.TrainConfig("dr", tenths_weight=1.0, digit_weight=w))
+        losses[w] = float(loss(tf.constant(y_true), tf.constant(y_pred)))
+    tenths_ce = -np.log(0.91 / (0.01 * 99 + 0.91))
+    assert losses[0.0] == pytest.approx(tenths_ce, rel=1e-4)
+    assert losses[1.0] > losses[0.0] + 3.0  # the wrong digit now costs about -log(0.01)
+
+
+def test_digit_weight_needs_tenths_supervision():
+    from digitrec.models import create_model
+
+    with pytest.raises(ValueError, match="needs tenths_weight"):
+        train.training_view(create_model("dr", 10, "gray"), train.TrainConfig("dr", digit_weight=0.0))
+    with pytest.raises(ValueError, match="must not be negative"):
+        train.training_view(create_model("dr", 10, "gray"), train.TrainConfig("dr", tenths_weight=1.0, digit_weight=-1))
+    base = train.TrainConfig("dr", tenths_weight=1.0)
+    assert train.TrainConfig("dr", tenths_weight=1.0, digit_weight=1.0).config_hash() == base.config_hash()
+    assert train.TrainConfig("dr", tenths_weight=1.0, digit_weight=0.0).config_hash() != base.config_hash()
+
+
 def test_tenths_supervised_run_exports_a_digit_model(tmp_path):
     """Tiny dr 10 run with tenths supervision and synthetic digits: a 10-class int8 model whose
     output is a probability on the fixed [0, 1] scale, TFLM within 1 LSB of LiteRT."""

@@ -75,6 +75,7 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()  # exported model ids, e.g. "100cls_GRAY/v16"
     kd_alpha: float = 0.5
     tenths_weight: float = 0.0  # loss weight of the tenths labels on a 10-class model's digit-sum head
+    digit_weight: float = 1.0  # loss weight of the digit labels beside them (0: tenths alone)
     qat_dropout: bool = False  # keep Dropout active in QAT, as training code version 1 always did
     float_weights: str = "best"  # QAT starts from the best validation epoch, or "last": the schedule's end
     synth: float = 0.0  # synthetic font digits added to the training split, as a fraction of its size
@@ -111,7 +112,8 @@ class TrainConfig:
 
 
 # Config keys added after models were shipped: left out of the hash at these defaults.
-CONFIG_ADDED_LATER = {"tenths_weight": 0.0, "patience_after": 0.0, "float_weights": "best", "synth": 0.0}
+CONFIG_ADDED_LATER = {"tenths_weight": 0.0, "patience_after": 0.0, "float_weights": "best", "synth": 0.0,
+                      "digit_weight": 1.0}
 
 
 def _short_hash(doc: dict) -> str:
@@ -465,7 +467,13 @@ def training_view(model, cfg: TrainConfig):
     """What Keras fits: ``model`` itself, or, with tenths supervision, the same layers with the
     digit and tenth probabilities side by side (N x 110) so one loss can weigh both."""
     if not cfg.tenths_weight:
+        if cfg.digit_weight != 1.0:
+            raise ValueError(f"digit_weight {cfg.digit_weight}: only weighs the digit labels against the tenths "
+                             "labels, so it needs tenths_weight > 0")
         return model
+    if cfg.tenths_weight < 0 or cfg.digit_weight < 0:
+        raise ValueError(f"tenths_weight {cfg.tenths_weight}, digit_weight {cfg.digit_weight}: loss weights "
+                         "must not be negative")
     tenths = tenths_output(model)
     if cfg.classes != 10 or tenths is None:
         raise ValueError(f"tenths_weight {cfg.tenths_weight}: model {cfg.model!r} with {cfg.classes} classes has "
@@ -476,8 +484,8 @@ def training_view(model, cfg: TrainConfig):
 
 
 def _loss_and_metric(cfg: TrainConfig):
-    """Cross-entropy (and accuracy) on the model's output; with tenths supervision, on the digit
-    columns plus ``tenths_weight`` x cross-entropy on the tenth columns."""
+    """Cross-entropy (and accuracy) on the model's output; with tenths supervision, ``digit_weight``
+    x cross-entropy on the digit columns plus ``tenths_weight`` x cross-entropy on the tenth columns."""
     import tensorflow as tf
 
     keras = _keras()
@@ -486,7 +494,8 @@ def _loss_and_metric(cfg: TrainConfig):
         return ce, "accuracy"
 
     def loss(y_true, y_pred):
-        return ce(y_true[:, :10], y_pred[:, :10]) + cfg.tenths_weight * ce(y_true[:, 10:], y_pred[:, 10:])
+        return (cfg.digit_weight * ce(y_true[:, :10], y_pred[:, :10])
+                + cfg.tenths_weight * ce(y_true[:, 10:], y_pred[:, 10:]))
 
     def accuracy(y_true, y_pred):  # of the digits; logs keep the keys accuracy / val_accuracy
         return tf.cast(tf.equal(tf.argmax(y_true[:, :10], -1), tf.argmax(y_pred[:, :10], -1)), tf.float32)
@@ -697,6 +706,7 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
             "teacher_sha256": teacher_sha,
             "kd_alpha": cfg.kd_alpha if cfg.teachers else None,
             "tenths_weight": cfg.tenths_weight or None,
+            "digit_weight": cfg.digit_weight if cfg.tenths_weight else None,
             "patience_after": cfg.patience_after or None,
             "code_version": CODE_VERSION,
             "qat_dropout": cfg.qat_dropout,
@@ -820,6 +830,7 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         split_mode=args.split_mode, augment={**recipe.get("augment", {}), **parse_aug(args.aug or [])},
         teachers=_teachers_from_args(args.teacher, recipe.get("teachers", ())), kd_alpha=args.kd_alpha,
         tenths_weight=_given_or_recipe(args.tenths_weight, recipe, "tenths_weight", 0.0),
+        digit_weight=_given_or_recipe(args.digit_weight, recipe, "digit_weight", 1.0),
         qat_dropout=_given_or_recipe(args.qat_dropout, recipe, "qat_dropout", False),
         float_weights=_given_or_recipe(args.float_weights, recipe, "float_weights", "best"),
         synth=_given_or_recipe(args.synth, recipe, "synth", 0.0),
@@ -924,6 +935,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tenths-weight", type=float,
                    help="10-class models with a digit-sum head: loss weight of the tenths labels "
                    "(default: the shipped recipe; 0 trains on digit labels alone)")
+    p.add_argument("--digit-weight", type=float,
+                   help="with --tenths-weight: loss weight of the digit labels (default: the shipped recipe, "
+                   "else 1; 0 trains on the tenths alone, read as digits through the sum)")
     p.add_argument("--qat-dropout", action=argparse.BooleanOptionalAction,
                    help="keep Dropout active during QAT fine-tuning (default: the shipped recipe, else left out)")
     p.add_argument("--float-weights", choices=("best", "last"),
