@@ -1152,8 +1152,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for p in PUBLISHED:
         t.add_row(*published_cells(p, short=True), style="dim")
     console = Console()
-    if not console.is_terminal:  # piped or logged: do not squeeze to 80 columns
-        console = Console(width=max(console.width, 150))
+    if not console.is_terminal:  # piped or logged: as wide as the table, not squeezed to 80 columns
+        console = Console(width=max(console.width, Console(width=400).measure(t).maximum))
     console.print(t)
 
 
