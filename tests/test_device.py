@@ -186,6 +186,13 @@ def raw_gray(env: dict[str, Path]) -> tuple[dict, list[dict]]:
     return summary, rows
 
 
+def test_printed_summary_lines_up(clean: tuple[dict, list[dict]], capsys: pytest.CaptureFixture) -> None:
+    device.print_summary(clean[0])
+    lines = capsys.readouterr().out.splitlines()
+    starts = {len(line) - len(line.split("  ", 1)[1].lstrip()) for line in lines}  # column of each value
+    assert len(lines) >= 10 and len(starts) == 1, lines
+
+
 def test_raw_mode_equals_tensor_mode(raw_gray: tuple[dict, list[dict]], clean: tuple[dict, list[dict]]) -> None:
     summary, rows = raw_gray
     tensor = by_path(clean[1])

@@ -828,8 +828,9 @@ def print_summary(s: dict[str, Any]) -> None:
         ("link", _link_text(s)),
         ("retries / resets", f"{s['retries']} / {s['resets']}"),
     ]
+    width = max(len(k) for k, _ in lines)
     for k, v in lines:
-        print(f"{k:<32} {v}")
+        print(f"{k:<{width}}  {v}")
 
 
 # ================================================================ flash
