@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from digitrec import cli
 
 
@@ -18,6 +20,14 @@ def test_data_without_dataset_is_a_clear_error(monkeypatch, capsys) -> None:
         assert "DIGITREC_DATA" in str(exc)
     else:
         raise AssertionError("expected an error")
+
+
+def test_train_refuses_loss_weights_the_model_cannot_take_before_loading_data(tmp_path) -> None:
+    missing = str(tmp_path / "no-dataset")  # never read: the check comes first
+    for args, field in ((["--model", "dr", "--classes", "100", "--digit-weight", "0"], "digit_weight 0.0"),
+                        (["--model", "v4", "--tenths-weight", "1"], "no digit-sum head")):
+        with pytest.raises(SystemExit, match=field):
+            cli.main(["train", *args, "--data", missing, "--out", str(tmp_path), "--runs", str(tmp_path)])
 
 
 def test_docs_name_only_shipped_models() -> None:

@@ -463,23 +463,29 @@ def tenths_output(model):
     return None
 
 
-def training_view(model, cfg: TrainConfig):
-    """What Keras fits: ``model`` itself, or, with tenths supervision, the same layers with the
-    digit and tenth probabilities side by side (N x 110) so one loss can weigh both."""
+def check_loss_weights(cfg: TrainConfig, model) -> None:
+    """ValueError, naming the field, when the loss weights do not fit the model."""
+    if cfg.tenths_weight < 0 or cfg.digit_weight < 0:
+        raise ValueError(f"tenths_weight {cfg.tenths_weight}, digit_weight {cfg.digit_weight}: loss weights "
+                         "must not be negative")
     if not cfg.tenths_weight:
         if cfg.digit_weight != 1.0:
             raise ValueError(f"digit_weight {cfg.digit_weight}: only weighs the digit labels against the tenths "
                              "labels, so it needs tenths_weight > 0")
-        return model
-    if cfg.tenths_weight < 0 or cfg.digit_weight < 0:
-        raise ValueError(f"tenths_weight {cfg.tenths_weight}, digit_weight {cfg.digit_weight}: loss weights "
-                         "must not be negative")
-    tenths = tenths_output(model)
-    if cfg.classes != 10 or tenths is None:
+        return
+    if cfg.classes != 10 or tenths_output(model) is None:
         raise ValueError(f"tenths_weight {cfg.tenths_weight}: model {cfg.model!r} with {cfg.classes} classes has "
                          "no digit-sum head to supervise (only 10-class models built with one)")
+
+
+def training_view(model, cfg: TrainConfig):
+    """What Keras fits: ``model`` itself, or, with tenths supervision, the same layers with the
+    digit and tenth probabilities side by side (N x 110) so one loss can weigh both."""
+    check_loss_weights(cfg, model)
+    if not cfg.tenths_weight:
+        return model
     keras = _keras()
-    both = keras.layers.Concatenate(name="digits_and_tenths")([model.output, tenths])
+    both = keras.layers.Concatenate(name="digits_and_tenths")([model.output, tenths_output(model)])
     return keras.Model(model.input, both, name=model.name + "_tenths")
 
 
@@ -881,6 +887,13 @@ def run(args: argparse.Namespace) -> int:
     cache: dict[tuple[int, str], Splits] = {}
     for model, classes, color in jobs:
         cfg = config_from_args(args, model, classes, color)
+        if not args.all and (cfg.tenths_weight or cfg.digit_weight != 1.0):  # before the data loads
+            from digitrec.models import create_model
+
+            try:
+                check_loss_weights(cfg, create_model(model, classes, color))
+            except ValueError as exc:
+                raise SystemExit(f"digitrec train: {exc}") from None
         key = (classes, color)
         if key not in cache:
             cache = {key: load_splits(root, color, classes, cfg.split_mode, cfg.limit, cfg.seed)}
