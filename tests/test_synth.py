@@ -29,7 +29,8 @@ def test_synthetic_digits_follow_the_drum_convention():
     next digit comes in from below (at x.8-x.9 the label is the next digit) as on real drums."""
     x, y, t = synth.render_batch(400, "gray", 10, seed=1)
     near_whole = (t % 10 <= 2) | (t % 10 >= 8)
-    model = bench.load_model("10cls_GRAY/dr", Path(bench.MODELS_DIR) / "10cls_GRAY" / "dr" / "model.tflite")
+    tflite = _model_without_synthetic_digits(10)
+    model = bench.load_model(f"10cls_GRAY/{tflite.parent.name}", tflite)
     out = bench.predict_batched(model.data, preprocess.to_int8(x[near_whole], model.in_q), 256, False, 1)
     assert np.mean(labels.read_class(out) == y[near_whole]) > 0.85
 
@@ -73,14 +74,14 @@ def test_synth_montage_command(tmp_path):
     assert Image.open(path).size == (12 * 60, 8 * (96 + 12))
 
 
-def _model_without_synthetic_digits() -> Path:
-    """A shipped 100-class GRAY model that never saw a synthetic crop (its card has no training.synth)."""
+def _model_without_synthetic_digits(classes: int = 100) -> Path:
+    """A shipped GRAY model that never saw a synthetic crop (its card has no training.synth)."""
     import json
 
-    for card in sorted((Path(bench.MODELS_DIR) / "100cls_GRAY").glob("*/card.json")):
+    for card in sorted((Path(bench.MODELS_DIR) / f"{classes}cls_GRAY").glob("*/card.json")):
         if not json.loads(card.read_text()).get("training", {}).get("synth"):
             return card.parent / "model.tflite"
-    raise AssertionError("every shipped 100-class model trained on synthetic digits: nothing to check the roll against")
+    raise AssertionError(f"every shipped {classes}-class model trained on synthetic digits: nothing to check against")
 
 
 def test_drawn_roll_matches_how_real_meters_are_read(monkeypatch):
