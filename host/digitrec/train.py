@@ -194,7 +194,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("original_haverland", 100, "gray"): {"qat_epochs": 10},
 
     ("dr", 10, "rgb"): {**NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, "tenths_weight": 1.0, "patience_after": 1.0, **QAT_DROPOUT},
-    ("v4", 10, "rgb"): QAT_DROPOUT,
+    ("v4", 10, "rgb"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
     ("original_haverland", 10, "rgb"): {**QAT_DROPOUT, **FONT_DIGITS},
 }
 # RGB twins of GRAY models (10 classes), shipped to measure what colour buys.
