@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "mnist_quantization"
-#define DR_MODEL_SHA256 "de3c46ecceac7663ad6ee06e10afef07b97b75a61a9fda7e017fbe22a215980e"
+#define DR_MODEL_SHA256 "a9273c398a8a686a2548d04bceb484cefe9637cc1269e3dd9f76f473e23e9ddd"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
