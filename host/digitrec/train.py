@@ -168,7 +168,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v4", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
     ("v6", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS},
     ("v7", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
-    ("v9", 10, "gray"): FONT_DIGITS,
+    ("v9", 10, "gray"): {**FONT_DIGITS, **STEADY_ROLL},
     ("v12", 10, "gray"): {**QAT_DROPOUT, **FONT_DIGITS, **STEADY_ROLL},
     ("v15", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
     ("v16", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **FONT_DIGITS, **STEADY_ROLL},
