@@ -153,7 +153,7 @@ NEW_METER_AUG = {"augment": {"invert_p": 0.3, "aspect": 0.15}}
 # ... with the vertical shift a 100-class model gets (+-1.5 % of the height, not +-6 %): a
 # larger shift moves x.4 crops to where x.5 sits, so the rounded digit label blurs at x.4/x.5.
 # +0.5-1.6 points on the cluster test split for the 10-class models that took it (but -0.4 for
-# `mnist_quantization`; `v6` and `v7` were refused), -0.1 to +1.6 points on held-out meters
+# `mnist_quantization`; `v6` and `v7` were refused), -0.2 to +1.6 points on held-out meters
 # (docs/training.md, "Where the digit turns over").
 STEADY_ROLL = {"augment": {"shift_y": 0.015}}
 NEW_METER_AUG_STEADY_ROLL = {"augment": {**NEW_METER_AUG["augment"], **STEADY_ROLL["augment"]}}
