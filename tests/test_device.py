@@ -377,6 +377,40 @@ def test_dead_port_stops_with_answers_saved(env: dict[str, Path]) -> None:
     assert 20 <= _rows_in(out) < SLICE
 
 
+def test_slow_host_preparation_is_not_device_silence(env: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PC reference for a whole split can take the host longer than the silence limit after
+    HELLO; only silence once requests are out may say the board is gone."""
+
+    class Clock:  # the device module's clock, jumped a minute ahead while the host prepares
+        offset = 0.0
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(time, name)
+
+        def monotonic(self) -> float:
+            return time.monotonic() + self.offset
+
+    clock, build, poll = Clock(), device.build_work, device.Link.poll
+    first_answer_pending = []
+
+    def slow_build(*args: object, **kwargs: object) -> list:
+        clock.offset += 60.0
+        first_answer_pending.append(True)
+        return build(*args, **kwargs)
+
+    def chip_poll(link: device.Link) -> list:
+        if first_answer_pending:  # a real chip is still computing when the host first looks
+            first_answer_pending.clear()
+            return []
+        return poll(link)
+
+    monkeypatch.setattr(device, "time", clock)
+    monkeypatch.setattr(device, "build_work", slow_build)
+    monkeypatch.setattr(device.Link, "poll", chip_poll)
+    rc, _, rows = bench(env, "slow_prep", "--limit", "10")
+    assert rc == 0 and len(rows) == 10
+
+
 # ================================================================ CLI errors
 
 def test_no_such_port(env: dict[str, Path], capsys: pytest.CaptureFixture) -> None:

@@ -448,6 +448,9 @@ class Streamer:
     latencies: deque = field(default_factory=lambda: deque(maxlen=64))
 
     def run(self, work: list[Work], dead_after: float) -> None:
+        # silence counts from the first request: preparing a whole split after HELLO can take
+        # the host longer than dead_after
+        self.link.last_rx = time.monotonic()
         self.queue.extend(work)
         while self.queue or self.inflight:
             self._fill()

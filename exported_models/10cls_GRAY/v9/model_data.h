@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "v9"
-#define DR_MODEL_SHA256 "23cb00f99b6f7261de47276c7d29aa4b21d504bc18405ab21aacdbc0562c8ad1"
+#define DR_MODEL_SHA256 "cc70ba911da9b6a31df289644ecb3056cfeaf2bdc5a0b6cb981e928f56e0bfad"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
