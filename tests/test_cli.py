@@ -42,3 +42,32 @@ def test_docs_name_only_shipped_models() -> None:
     assert len(named) > 10
     missing = sorted(m for m in named if not (repo / "exported_models" / m / "card.json").is_file())
     assert not missing, missing
+
+
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to '-'."""
+    import re
+
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_docs_links_resolve() -> None:
+    """Every relative link in the README and docs names a file that exists, and its #anchor a heading there."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    pages = [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+    anchors = {p: {_github_anchor(h) for h in re.findall(r"^#+ (.+)$", p.read_text(), re.M)} for p in pages}
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in anchors.get(dest, set()):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, broken

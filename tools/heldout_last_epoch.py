@@ -3,7 +3,7 @@
 
     TF_USE_LEGACY_KERAS=1 python tools/heldout_last_epoch.py /tmp/group-runs/10cls_GRAY/dr ...
 
-The fixed-schedule tables of docs/training.md ("Meters the model has never seen") come from this:
+The fixed-schedule tables of docs/experiments.md ("Meters the model has never seen") come from this:
 runs trained with ``--split-mode group --epochs 40 --qat-epochs 0 --patience 100``, whose last float
 checkpoint is scored (not the best validation epoch: the group split leaves 288 validation images,
 too few to pick an epoch). Digits are read overall, away from and at tenths x.4/x.5; 100-class

@@ -5,7 +5,7 @@ with Dropout kept (as training code version 1 did) and left out (the current def
     TF_USE_LEGACY_KERAS=1 python tools/qat_dropout.py runs/100cls_GRAY/original_haverland --seeds 0 1 2
 
 Each QAT run uses the training code itself (``train.run_phase``, best validation epoch), in a
-temporary folder; the run directory is only read. Prints a Markdown table (docs/training.md) and
+temporary folder; the run directory is only read. Prints a Markdown table (docs/experiments.md) and
 writes the rows as JSON next to it (``--json``).
 """
 

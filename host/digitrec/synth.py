@@ -1,8 +1,8 @@
 """Synthetic rotating-drum digits rendered from TrueType fonts.
 
 The training meters show a handful of fonts; a new meter's font is the main cause of
-misread digits on meters the models never saw (docs/training.md, "Where the errors on new
-meters lie"). ``render_batch`` draws drum crops in other fonts with the dataset's label
+misread digits on meters the models never saw (docs/experiments.md, "Many held-out
+meters"). ``render_batch`` draws drum crops in other fonts with the dataset's label
 convention: at reading ``d.f`` the window shows digit ``d`` moved up by about ``f`` of a digit
 pitch (``roll_offset``, checked by ``digitrec synth --roll-check``), with ``d + 1`` coming in
 from below. The crops then take the same path as a camera
@@ -31,7 +31,7 @@ FONT_FILES = (
 )
 CANVAS = (64, 40)  # height, width of a rendered crop before the camera path resizes it to 32x20
 # Real drums are not read linearly: models trained on real meters read a flat roll drawn at
-# x.1-x.2 about 0.4 tenths high and at x.7-x.9 about 0.35 low (docs/training.md). Drawing the
+# x.1-x.2 about 0.4 tenths high and at x.7-x.9 about 0.35 low (docs/experiments.md). Drawing the
 # roll at f - ROLL_BEND * sin(2 pi f) of a pitch matches their convention.
 ROLL_BEND = 0.04
 # Bumped when the drawing changes; the card's training.synth.renderer says which a model saw:

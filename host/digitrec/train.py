@@ -144,10 +144,10 @@ RECOMMENDED_EPOCHS: dict[str, tuple[int, int]] = {
 # still improving at the end of their recommended one.
 LONG_SCHEDULE = {"epochs": 100, "patience_after": 1.0}
 # QAT with Dropout kept (what training code version 1 did), where it scored higher on
-# validation than without (docs/training.md, "Dropout during QAT").
+# validation than without (docs/experiments.md, "Dropout during QAT").
 QAT_DROPOUT = {"qat_dropout": True}
 # Inverted gray levels and other crop aspect ratios: +4-5 points on held-out meters for every
-# model measured (+1.4 and +0.9 for `v9` 10 on top of synthetic font digits; docs/training.md,
+# model measured (+1.4 and +0.9 for `v9` 10 on top of synthetic font digits; docs/experiments.md,
 # "Many held-out meters"); shipped where the cluster split's validation accuracy stayed within
 # 0.5 points.
 NEW_METER_AUG = {"augment": {"invert_p": 0.3, "aspect": 0.15}}
@@ -155,15 +155,15 @@ NEW_METER_AUG = {"augment": {"invert_p": 0.3, "aspect": 0.15}}
 # larger shift moves x.4 crops to where x.5 sits, so the rounded digit label blurs at x.4/x.5.
 # +0.5-1.6 points on the cluster test split for the 10-class models that took it (but -0.4 for
 # `mnist_quantization`; `v6` and `v7` were refused), -0.2 to +1.6 points on held-out meters
-# (docs/training.md, "Where the digit turns over").
+# (docs/experiments.md, "Where the digit turns over").
 STEADY_ROLL = {"augment": {"shift_y": 0.015}}
 NEW_METER_AUG_STEADY_ROLL = {"augment": {**NEW_METER_AUG["augment"], **STEADY_ROLL["augment"]}}
 # As many synthetic font digits as real training images: on held-out meters +2.7 points for
 # `dr` 10 and, with renderer 3, +2.3-3.6 exact tenths for `v15` 100, over two seeds each
-# (docs/training.md, "Synthetic font digits"); shipped by the same rule.
+# (docs/experiments.md, "Synthetic font digits"); shipped by the same rule.
 FONT_DIGITS = {"synth": 1.0}
 SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
-    # dr's 10-class head reads digits through tenths, trained on both (docs/training.md)
+    # dr's 10-class head reads digits through tenths, trained on both (docs/experiments.md)
     ("dr", 10, "gray"): {**NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, "tenths_weight": 1.0, "patience_after": 1.0},
     ("v3", 10, "gray"): {**QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
     ("v4", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
@@ -177,7 +177,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("mnist_quantization", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
     ("original_haverland", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS, **STEADY_ROLL},
 
-    # with synthetic digits, 1.5x the QAT epochs scored higher int8 validation accuracy (docs/training.md)
+    # with synthetic digits, 1.5x the QAT epochs scored higher int8 validation accuracy (docs/experiments.md)
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr"), **QAT_DROPOUT, **LONG_SCHEDULE,
                           "qat_epochs": 15, **NEW_METER_AUG, **FONT_DIGITS},
     ("v3", 100, "gray"): LONG_SCHEDULE,

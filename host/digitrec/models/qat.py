@@ -9,7 +9,7 @@
   quantizer in float;
 * Dropout layers are left out: kept during QAT, they scale the activations the moving-average
   quantizers record by up to 1 / (1 - rate), and the int8 ranges come out too wide
-  (docs/training.md, "Dropout during QAT"; ``keep_dropout`` keeps them, as runs of training
+  (docs/experiments.md, "Dropout during QAT"; ``keep_dropout`` keeps them, as runs of training
   code version 1 did).
 
 It then annotates every layer: layers that tfmot's default 8-bit registry supports get its
