@@ -98,6 +98,50 @@ def put(root: Path, mid: str, data: bytes, card: dict | None) -> Path:
     return d / "model.tflite"
 
 
+def _tiny_head(head: str) -> bytes:
+    """A tiny 10-class graph ending in SOFTMAX, in logits, or in a fixed sum of 100 softmax tenths."""
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import tensorflow as tf
+    import tf_keras as keras
+
+    tf.random.set_seed(7)
+    L = keras.layers
+    x = inp = L.Input((32, 20, 1))
+    x = L.Flatten()(L.MaxPool2D(4)(L.Conv2D(4, 3, strides=2, padding="same", activation="relu")(x)))
+    if head == "logits":
+        out = L.Dense(10)(x)
+    elif head == "softmax":
+        out = L.Dense(10, activation="softmax")(x)
+    else:  # digit sum: 100 tenths -> 10 digits with a fixed 0/1 matrix, as models._blocks.digit_sum_head
+        tenths = L.Dense(100, activation="softmax")(x)
+        out = L.Dense(10, use_bias=False, trainable=False, kernel_initializer="zeros")(tenths)
+    model = keras.Model(inp, out)
+    if head == "digit_sum":
+        model.layers[-1].set_weights([labels.tenths_to_digits().astype(np.float32)])
+    return _convert(model, (32, 20, 1))
+
+
+@pytest.mark.parametrize("head, expected", [("softmax", True), ("logits", False), ("digit_sum", True)])
+def test_which_outputs_are_probabilities(head, expected, tmp_path):
+    """Softmax is applied to logits only: a digit-sum head already outputs probabilities."""
+    pytest.importorskip("tf_keras")
+    data = _tiny_head(head)
+    m = bench.load_model("t", put(tmp_path, "10cls_GRAY/t", data, card_for(data, 10, "GRAY")))
+    assert m.outputs_probabilities is expected
+    x = np.random.default_rng(0).integers(-128, 128, (4, 32, 20, 1), dtype=np.int8)
+    out = bench.predict_batched(data, x)
+    p = m.probabilities(out)
+    raw = (out.astype(np.float32) - m.out_q.zero_point) * m.out_q.scale
+    assert np.allclose(p, raw) is expected  # probabilities are passed through, logits go through softmax
+    assert np.allclose(p.sum(axis=1), 1.0, atol=0.05)
+
+
+def test_shipped_digit_sum_model_reports_its_own_probabilities():
+    repo = Path(__file__).resolve().parents[1]
+    m = bench.load_model("10cls_GRAY/dr", repo / "exported_models" / "10cls_GRAY" / "dr" / "model.tflite")
+    assert m.ops[-2:] == ["SOFTMAX", "FULLY_CONNECTED"] and m.outputs_probabilities
+
+
 # ----------------------------------------------------------------------------- metrics
 
 

@@ -170,9 +170,11 @@ class Model:
     params: int | None = None
     warnings: list[str] = field(default_factory=list)
 
+    outputs_probabilities: bool = True  # see ends_in_probabilities
+
     def probabilities(self, out: np.ndarray) -> np.ndarray:
-        """Dequantized class scores of raw int8 outputs (softmax applied if the graph lacks one)."""
-        return probabilities(out, self.out_q, bool(self.ops) and self.ops[-1] == "SOFTMAX")
+        """Dequantized class scores of raw int8 outputs (softmax applied if the graph outputs logits)."""
+        return probabilities(out, self.out_q, self.outputs_probabilities)
 
 
 def discover(
@@ -250,17 +252,32 @@ def load_model(mid: str, path: Path) -> Model:
         raise BenchError(
             f"{path}: output {out['dtype'].__name__} {oshape} does not fit the labels (int8 [1, 10|100])"
         )
-    ops = [o["op_name"] for o in it._get_ops_details()]
+    op_details = it._get_ops_details()
+    ops = [o["op_name"] for o in op_details]
     m = Model(
         id=mid, path=path, data=data, sha256=hashlib.sha256(data).hexdigest(), classes=oshape[1],
         color="GRAY" if shape[3] == 1 else "RGB", in_q=Quant(*inp["quantization"]),
         out_q=Quant(*out["quantization"]), ops=ops, card=None,
+        outputs_probabilities=ends_in_probabilities(op_details, int(out["index"])),
     )  # fmt: skip
     m.macs, m.params = graph_stats(it)
     m.card = load_card(path)
     check_card(m)
     check_folder(m)
     return m
+
+
+def ends_in_probabilities(op_details: list[dict[str, Any]], output: int) -> bool:
+    """Whether the output tensor holds probabilities: made by SOFTMAX, or by the FULLY_CONNECTED
+    of a digit-sum head that adds up a SOFTMAX's tenths (``models._blocks.digit_sum_head``)."""
+    made_by = {int(t): o for o in op_details for t in o["outputs"]}
+    last = made_by.get(output)
+    if last is None:
+        return False
+    if last["op_name"] == "SOFTMAX":
+        return True
+    feeder = made_by.get(int(last["inputs"][0]))
+    return last["op_name"] == "FULLY_CONNECTED" and feeder is not None and feeder["op_name"] == "SOFTMAX"
 
 
 def graph_stats(it: Any) -> tuple[int, int]:
