@@ -366,13 +366,16 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
     tool = _tool("readme_tables")
     good = dict.fromkeys(bench.ROW_KEYS)
     good.update(model="10cls_GRAY/v4", classes=10, color="GRAY", images=100, accuracy=0.97, size_bytes=50_000,
-                params=40_000, arena_bytes=20_000, macs=1_000_000, pc_inf_per_s=9000.0, split="test")  # fmt: skip
+                params=40_000, arena_bytes=20_000, macs=1_000_000, pc_inf_per_s=9000.0, split="test",
+                confidence_target=0.995, confidence_threshold=0.68359375, confidence_threshold_int8=47,
+                answered=0.944, accuracy_answered=0.9962)  # fmt: skip
     bad = dict(
         dict.fromkeys(bench.ROW_KEYS), model="10cls_GRAY/broken", error="x.tflite: not a valid TFLite model"
     )
     rows_json = tmp_path / "bench.json"
     rows_json.write_text(json.dumps([good, bad]))
     (tmp_path / "accuracy_vs_size.png").write_bytes(b"png")
+    (tmp_path / "accuracy_vs_answered.png").write_bytes(b"png2")
     bench.write_meters_csv([{**good, "_meters": [{"meter": "images/pp", "images": 25, "accuracy": 0.72,
                                                    "accuracy_tol": None, "accuracy_digit": 0.72}]}],
                            tmp_path / "meters.csv")  # fmt: skip
@@ -385,7 +388,8 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
     put(tmp_path / "zoo", "10cls_GRAY/v6", b"tflite", {"classes": 10, "color": "GRAY", "params": 20_000,
                                                           "training": {"synth": {"fraction": 1.0}}})
     readme = tmp_path / "README.md"
-    before = "# title\n\ntext\n<!-- bench:begin -->\nstale\n<!-- bench:end -->\nmiddle\n"
+    before = ("# title\n\ntext\n<!-- bench:begin -->\nstale\n<!-- bench:end -->\nmiddle\n"
+              "<!-- confidence:begin -->\nstale\n<!-- confidence:end -->\n")
     after = "<!-- models:begin --><!-- models:end -->\nend\n"
     readme.write_text(before + after)
     args = ["--json", str(rows_json), "--models-dir", str(tmp_path / "zoo"), "--readme", str(readme),
@@ -406,6 +410,10 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
     assert [line.split(" | ")[-2] for line in models_part.splitlines() if line.startswith("| 10cls")] == \
         ["yes + fonts", "no", "yes", "fonts only"]
     assert (tmp_path / "docs" / "img" / "acc.png").read_bytes() == b"png"
+    conf_part = text.split("<!-- confidence:begin -->")[1].split("<!-- confidence:end -->")[0]
+    assert "| 10cls_GRAY/v4 | 48.8 | 99.5 % | 0.684 (47) | 94.4 % | 99.6 % | 97.0 % |" in conf_part
+    assert "10cls_GRAY/broken" not in conf_part and "](docs/img/accuracy_vs_answered.png)" in conf_part
+    assert (tmp_path / "docs" / "img" / "accuracy_vs_answered.png").read_bytes() == b"png2"
     assert tool.main([*args, "--check"]) == 0  # idempotent
 
 

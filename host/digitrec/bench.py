@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from digitrec import labels, preprocess
+from digitrec import confidence, labels, preprocess
 from digitrec.data import SPLIT_MODES
 from digitrec.preprocess import Quant
 
@@ -62,6 +62,7 @@ ROW_KEYS = [
     "model", "classes", "color", "images", "accuracy", "accuracy_tol", "size_bytes", "params",
     "arena_bytes", "macs", "pc_inf_per_s", "pc_e2e_per_s", "pc_batched_inf_per_s", "accuracy_digit",
     "accuracy_digit_clear", "accuracy_digit_boundary",
+    "confidence_target", "confidence_threshold", "confidence_threshold_int8", "answered", "accuracy_answered",
     "name", "family", "path", "sha256", "ops", "interpreter", "threads", "split", "split_mode",
     "data_fingerprint", "data_match", "card_accuracy", "batched", "batch_agrees", "cache_agrees",
     "loop_images", "eval_s", "loop_est_s", "eval_cpu_s", "loop_est_cpu_s", "speedup",
@@ -465,14 +466,15 @@ class DataSource:
     """The split's cached uint8 arrays per (colour, classes), loaded once per run."""
 
     def __init__(
-        self, root: Path, split: str = "test", split_mode: str = "cluster", cache_dir: Path | None = None
-    ):
+        self, root: Path, split: str = "test", split_mode: str = "cluster", cache_dir: Path | None = None,
+        dataset: Any = None,
+    ):  # fmt: skip
         from digitrec.data import load_dataset
 
         self.root = Path(root)
         self.split, self.split_mode = split, split_mode
         t0 = time.perf_counter()
-        self.ds = load_dataset(self.root, cache_dir=cache_dir, progress=sys.stderr.isatty())
+        self.ds = dataset or load_dataset(self.root, cache_dir=cache_dir, progress=sys.stderr.isatty())
         self.load_s = time.perf_counter() - t0
         parts = self.ds.split(mode=split_mode) if split != "all" else {}
         # "all": every usable image (duplicates collapsed, conflicting labels left out)
@@ -482,6 +484,8 @@ class DataSource:
         self._rgb: list[np.ndarray] | None = None
         self._tenths: np.ndarray | None = None
         self.decode_s: float | None = None
+        # where confidence thresholds are chosen: validation, only when this is the test split
+        self.calibration = DataSource(root, "val", split_mode, dataset=self.ds) if split == "test" else None
 
     def arrays(self, color: str, classes: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         key = (color.lower(), classes)
@@ -622,10 +626,29 @@ def evaluate(row: dict[str, Any], m: Model, data: DataSource, opt: Options) -> N
     pred = labels.read_class(out).astype(np.int64)
     row.update(accuracy_metrics(pred, y, m.classes, data.tenths()))
     row["_meters"] = per_meter_accuracy(pred, y, m.classes, data.meters())
+    if data.calibration is not None:
+        confidence_figures(row, m, out, y, data.calibration, opt)
     check_card_accuracy(row)
     if opt.plots:
         conf = m.probabilities(out).max(axis=1)
         write_model_plots(row, m, pred, y, conf, data, opt.report_dir)
+
+
+def confidence_figures(
+    row: dict[str, Any], m: Model, out: np.ndarray, y: np.ndarray, calibration: DataSource, opt: Options
+) -> None:
+    """Answer only above a top-probability threshold chosen on the calibration split (validation)
+    to reach the class count's target there; measured here (test): fraction answered, accuracy."""
+    xv, yv, _ = calibration.arrays(m.color, m.classes)
+    out_v = predict_batched(m.data, preprocess.to_int8(xv, m.in_q), opt.batch, opt.xnnpack, opt.threads)
+    target = confidence.TARGETS[m.classes]
+    threshold = confidence.threshold_for(m.probabilities(out_v).max(axis=1), labels.read_class(out_v) == yv, target)
+    conf, correct = m.probabilities(out).max(axis=1), labels.read_class(out) == y
+    row["answered"], row["accuracy_answered"] = confidence.answered(conf, correct, threshold)
+    row.update(confidence_target=target, confidence_threshold=threshold)
+    if threshold is not None:  # the same threshold on the raw int8 output the device reports
+        row["confidence_threshold_int8"] = int(round(threshold / m.out_q.scale + m.out_q.zero_point))
+    row["_coverage_curve"] = confidence.coverage_curve(conf, correct)  # internal: for the plot
 
 
 def run_batched(
@@ -913,6 +936,52 @@ def budget_markdown(rows: list[dict[str, Any]]) -> str:
     return md_table(["budget", "classes", "best model", "color", "accuracy", "within 0.1", "size KB"], cells)
 
 
+CONFIDENCE_NOTE = (
+    "A reader may answer only when the model's top probability reaches a threshold, and keep the previous "
+    "reading otherwise. The threshold is the lowest that reaches the target accuracy on the validation split "
+    "(digits 99.5 %, exact tenths 90 %); *answered* and *accuracy of answers* are measured on this split."
+)
+CONFIDENCE_HEAD = ["model", "size KB", "target (validation)", "threshold (int8 score)", "answered",
+                   "accuracy of answers", "accuracy of all"]  # fmt: skip
+
+
+def confidence_markdown(rows: list[dict[str, Any]]) -> str:
+    """Per model: the top-probability threshold chosen on validation, and on this split the
+    fraction answered and the accuracy of those answers (exact tenths for 100 classes)."""
+    cells = []
+    for r in sorted((r for r in rows if r.get("confidence_target") is not None), key=row_order):
+        found = r["confidence_threshold"] is not None
+        cells.append([r["model"], fmt_kb(r["size_bytes"]), fmt_pct(r["confidence_target"]),
+                      f"{r['confidence_threshold']:.3f} ({r['confidence_threshold_int8']})" if found else "not reached",
+                      fmt_pct(r["answered"]) if found else "-", fmt_pct(r["accuracy_answered"]),
+                      fmt_pct(r["accuracy"])])  # fmt: skip
+    return md_table(CONFIDENCE_HEAD, cells)
+
+
+def plot_accuracy_vs_answered(rows: list[dict[str, Any]], path: Path) -> None:
+    """Two panels (10 and 100 classes): accuracy of the most confident answers against the
+    fraction answered, for the best model per size budget; the target as a dashed line."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    for ax, classes in zip(axes, (10, 100), strict=True):
+        best = {b["row"]["model"]: b["row"] for b in best_per_budget(rows) if b["classes"] == classes and b["row"]}
+        for r in sorted(best.values(), key=row_order):
+            if r.get("_coverage_curve") is not None:
+                cov, acc = r["_coverage_curve"]
+                ax.plot(100 * cov, 100 * acc, lw=1.2, label=f"{r['model']} ({fmt_kb(r['size_bytes'])} KB)")
+                if r.get("confidence_threshold") is not None:
+                    ax.plot(100 * r["answered"], 100 * r["accuracy_answered"], "o", ms=4, color=ax.lines[-1].get_color())
+        ax.axhline(100 * confidence.TARGETS[classes], color="0.5", ls="--", lw=0.8, label="target")
+        ax.set_xlabel("images answered, most confident first (%)")
+        ax.set_ylabel("accuracy of the answers (%)" + (" (exact tenth)" if classes == 100 else ""))
+        ax.set_title(f"{classes} classes (dots: threshold chosen on validation)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def digit_budget_markdown(rows: list[dict[str, Any]]) -> str:
     cells = []
     for b in best_digit_reader_per_budget(rows):
@@ -1086,6 +1155,9 @@ def write_report(rows: list[dict[str, Any]], summary: dict[str, Any], out_dir: P
              "## Hardest meter folders",
              "Accuracy per meter folder of the split (all folders and models: `meters.csv`); the folders "
              "where the median model is least accurate, at least 20 images each.", hardest_meters_markdown(rows)]  # fmt: skip
+    if any(r.get("confidence_target") is not None for r in rows):
+        parts += ["## Reading with a confidence threshold", CONFIDENCE_NOTE, confidence_markdown(rows),
+                  "![accuracy vs answered](accuracy_vs_answered.png)"]  # fmt: skip
     errors = [r for r in rows if r.get("error")]
     if errors:
         parts += ["## Errors"] + [f"- `{r['model']}`: {r['error']}" for r in errors]
@@ -1268,4 +1340,6 @@ def write_outputs(rows: list[dict[str, Any]], summary: dict[str, Any], opt: Opti
     (out / "summary.json").write_text(json.dumps({k: _clean(v) for k, v in summary.items()}, indent=1) + "\n")
     write_meters_csv(rows, out / "meters.csv")
     plot_accuracy_vs_size([r for r in rows if not r.get("error")], out / "accuracy_vs_size.png")
+    if any(r.get("_coverage_curve") is not None for r in rows):
+        plot_accuracy_vs_answered([r for r in rows if not r.get("error")], out / "accuracy_vs_answered.png")
     write_report(rows, summary, out)
