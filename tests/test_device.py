@@ -211,8 +211,9 @@ def test_rgb_model_raw_and_compare_report(env: dict[str, Path], clean: tuple[dic
     report = env["base"] / "report"
     files = [env["base"] / f"{n}.jsonl" for n in ("clean_tensor", "raw_gray", "raw_rgb")]
     pc = env["base"] / "pc_bench.json"  # the shape of `digitrec bench --json`: a list of rows
+    cut = int(sorted(max(r["scores"]) for r in clean[1])[len(clean[1]) // 2])  # a threshold that splits them
     pc.write_text(json.dumps([{"model": "10cls_GRAY/tiny_gray", "sha256": clean[0]["model_sha256"], "accuracy": 0.5, "images": 99, "split": "test",
-        "pc_inf_per_s": 20000.0}]))
+        "pc_inf_per_s": 20000.0, "confidence_target": 0.995, "confidence_threshold_int8": cut}]))
     capsys.readouterr()
     assert cli.main(["compare", *map(str, files), "--bench", str(pc), "--report", str(report)]) == 0
     printed = capsys.readouterr().out.splitlines()
@@ -223,8 +224,16 @@ def test_rgb_model_raw_and_compare_report(env: dict[str, Path], clean: tuple[dic
     (pair,) = doc["raw_vs_tensor"]  # tiny_gray: raw run vs tensor run
     assert pair["same_scores"] == pair["images"] == len(clean[1]) and pair["sent_raw"] > 0
     assert all(r["timings_source"] == "host (virtual device)" for r in doc["runs"])
+    conf = next(r["confidence"] for r in doc["runs"] if r["mode"] == "tensor")  # the PC's cut on the device's scores
+    kept = [r for r in clean[1] if max(r["scores"]) >= cut]
+    assert conf["threshold_int8"] == cut and conf["images"] == len(clean[1]) and 0 < len(kept) < len(clean[1])
+    assert conf["answered"] == pytest.approx(len(kept) / len(clean[1]))
+    assert conf["accuracy_answered"] == pytest.approx(sum(r["device_class"] == r["label"] for r in kept) / len(kept))
+    assert conf["pc_answered"] == pytest.approx(conf["answered"], abs=0.02)  # scores identical or 1 LSB apart
+    assert next(r["confidence"] for r in doc["runs"] if r["color"] == "RGB") is None  # no PC row for that model
     md = (report / "compare.md").read_text()
     assert "virtual device" in md and "RGB / GRAY preprocessing cost" in md
+    assert f"answer when the top int8 score is at least {cut}" in md
     assert "tiny_gray: PC accuracy 50.00 % on 99 images of split test; 50 us per inference [PC]" in md
     assert (report / "latency.png").stat().st_size > 0 and (report / "disagreements.png").stat().st_size > 0
 

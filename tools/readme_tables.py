@@ -188,6 +188,13 @@ def device_block(doc: dict[str, Any]) -> str:
             f"| {r['device_preprocess_us_median']:,.0f} | {_pct(r['link_utilization'], 1)} of {r['baud']} baud "
             f"| {r['retries']} / {r['resets']} | {r['timings_source']} |"
         )
+    for r in doc["runs"]:
+        c = r.get("confidence")
+        if c:
+            lines.append(f"\nWith the PC benchmark's confidence threshold ({r['mode']} mode: answer when the top int8 "
+                         f"score is at least {c['threshold_int8']}) the device answers {_pct(c['answered'])} of "
+                         f"{c['images']} images and {_pct(c['accuracy_answered'])} of those answers are right "
+                         f"(PC: {_pct(c['pc_answered'])}, {_pct(c['pc_accuracy_answered'])}).")  # fmt: skip
     for rt in doc.get("raw_vs_tensor", []):
         lines.append(f"\nRaw mode (device preprocessing) vs tensor mode: {rt['same_class']} of {rt['images']} "
                      f"classes and {rt['same_scores']} of {rt['images']} score vectors identical.")  # fmt: skip

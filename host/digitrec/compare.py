@@ -50,6 +50,24 @@ def match_pc(run: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] 
     return next((r for r in rows if r.get("sha256") == sha), None)
 
 
+def confidence_on_device(run: dict[str, Any], pc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The PC benchmark's confidence threshold (int8, chosen on validation) applied to the device's
+    own scores: the fraction it answers and their accuracy, beside the PC's scores on the same images."""
+    cut = (pc or {}).get("confidence_threshold_int8")
+    rows = [r for r in run["rows"] if r.get("device_class") is not None and r.get("scores")]
+    if cut is None or not rows:
+        return None
+
+    def figures(scores: str, cls: str) -> tuple[float, float | None]:
+        kept = [r for r in rows if max(r[scores]) >= cut]
+        right = sum(r[cls] == r["label"] for r in kept)
+        return len(kept) / len(rows), (right / len(kept) if kept else None)
+
+    dev, host = figures("scores", "device_class"), figures("pc_scores", "pc_class")
+    return {"threshold_int8": cut, "target": pc.get("confidence_target"), "images": len(rows),
+            "answered": dev[0], "accuracy_answered": dev[1], "pc_answered": host[0], "pc_accuracy_answered": host[1]}
+
+
 def raw_vs_tensor(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """For each model with a tensor and a raw run: images where both modes give the same answer."""
     out = []
@@ -200,7 +218,7 @@ def markdown(runs: list[dict[str, Any]], pcs: list[dict[str, Any]], cost: dict[s
     if any(r["summary"].get("chip") == "virtual" for r in runs):
         lines += ["", "Runs on the *virtual device* report host microseconds (the PC running the firmware's "
                   "portable core and TFLite Micro), not ESP32 timings."]
-    lines += _pc_section(runs, pcs) + _raw_section(raw_vs_tensor(runs)) + _cost_section(cost) + _link_section(runs)
+    lines += _pc_section(runs, pcs) + _confidence_section(runs, pcs) + _raw_section(raw_vs_tensor(runs)) + _cost_section(cost) + _link_section(runs)
     lines += ["", "## Disagreements", ""]
     dis = [(run, r) for run in runs for r in run["disagreements"]]
     if not dis:
@@ -229,6 +247,20 @@ def _pc_section(runs: list[dict[str, Any]], pcs: list[dict[str, Any]]) -> list[s
         dev_us = s.get("timed_run_us_median")
         out.append(f"- {s['model']}: PC accuracy {_pct(pc.get('accuracy'))} on {pc.get('images')} images of split "
                    f"{pc.get('split')}; {pc_us}; TIMED_RUN {_num(dev_us)} us [{timing_label(s)}]")
+    return out
+
+
+def _confidence_section(runs: list[dict[str, Any]], pcs: list[dict[str, Any]]) -> list[str]:
+    found = [(run, c) for run in runs if (c := confidence_on_device(run, match_pc(run, pcs)))]
+    if not found:
+        return []
+    out = ["", "## Reading with the PC benchmark's confidence threshold", ""]
+    for run, c in found:
+        s = run["summary"]
+        out.append(f"- {s['model']} ({s['mode']}): answer when the top int8 score is at least {c['threshold_int8']} "
+                   f"(target {_pct(c['target'])} on validation): the device answers {_pct(c['answered'])} of "
+                   f"{c['images']} images, {_pct(c['accuracy_answered'])} of them right; the PC's scores "
+                   f"{_pct(c['pc_answered'])} and {_pct(c['pc_accuracy_answered'])}")
     return out
 
 
@@ -285,7 +317,8 @@ def compare(results: list[Path], bench_json: Path | None, report: Path) -> dict[
     (report / "compare.md").write_text(markdown(runs, pcs, cost, figures))
     doc = {"runs": [{**run["summary"], "results": str(run["path"]),
                      "disagreements": [r["path"] for r in run["disagreements"]],
-                     "pc_bench": match_pc(run, pcs)} for run in runs],
+                     "pc_bench": match_pc(run, pcs), "confidence": confidence_on_device(run, match_pc(run, pcs))}
+                    for run in runs],
            "preprocess_cost": cost, "raw_vs_tensor": raw_vs_tensor(runs), "gallery_images": shown,
            "files": {k: str(report / v) for k, v in figures.items()} | {"markdown": str(report / "compare.md")}}
     (report / "compare.json").write_text(json.dumps(doc, indent=1, default=str))
