@@ -426,3 +426,16 @@ def test_digit_accuracy_split_at_the_rounding_boundary():
     assert m["accuracy_digit_boundary"] == 0.5 and m["accuracy_digit_clear"] == pytest.approx(2 / 3)
     m = bench.accuracy_metrics(np.array([45, 44, 12, 78, 90]), y100, 100, y100)  # tenths, mapped to digits
     assert m["accuracy_digit_boundary"] == 0.0 and m["accuracy_digit_clear"] == 1.0
+
+
+def test_ensemble_ceiling_bounds(real_data, capsys):
+    """tools/ensemble_ceiling.py: 'at least one model right' is never below any model's own accuracy."""
+    tool = _tool("ensemble_ceiling")
+    assert tool.tenth_distance(np.array([99, 0, 52]), np.array([0, 99, 50])).tolist() == [1, 1, 2]
+    assert tool.main(["100cls_GRAY/v17", "100cls_GRAY/v6", "--data", str(real_data)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    acc = {line.split()[0]: float(line.split()[1]) for line in lines if line.startswith("  100cls")}
+    any_right = float(next(line for line in lines if "at least one model right" in line).split()[-2])
+    assert set(acc) == {"100cls_GRAY/v17", "100cls_GRAY/v6"} and any_right >= max(acc.values())
+    assert any("ensemble (mean probability)" in line and "within 0.1" in line for line in lines)
+    assert any("smoothed argmax" in line and "circular mean" in line for line in lines)

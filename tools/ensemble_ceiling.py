@@ -60,14 +60,14 @@ def run_split(data: bench.DataSource, models: list[bench.Model]) -> None:
     print(f"  {'at least one model right':<34} {100 * any_right.mean():5.1f} %")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="exported model ids, e.g. 100cls_GRAY/v15 (one class count)")
     ap.add_argument("--data", default=os.environ.get("DIGITREC_DATA"), help="dataset root ($DIGITREC_DATA)")
     ap.add_argument("--models-dir", type=Path, default=REPO / "exported_models")
     ap.add_argument("--split", nargs="+", default=["test"], choices=["train", "val", "test"])
     ap.add_argument("--split-mode", default="cluster", choices=["cluster", "group", "meter"])
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not args.data:
         ap.error("--data (or $DIGITREC_DATA) is required")
     models = [bench.load_model(mid, args.models_dir / mid / "model.tflite") for mid in args.models]
