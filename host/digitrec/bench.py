@@ -640,6 +640,9 @@ def confidence_figures(
     """Answer only above a top-probability threshold chosen on the calibration split (validation)
     to reach the class count's target there; measured here (test): fraction answered, accuracy."""
     xv, yv, _ = calibration.arrays(m.color, m.classes)
+    if len(yv) == 0:
+        row["warnings"].append("the validation split is empty: no confidence threshold")
+        return
     out_v = predict_batched(m.data, preprocess.to_int8(xv, m.in_q), opt.batch, opt.xnnpack, opt.threads)
     target = confidence.TARGETS[m.classes]
     threshold = confidence.threshold_for(m.probabilities(out_v).max(axis=1), labels.read_class(out_v) == yv, target)
