@@ -951,6 +951,10 @@ CONFIDENCE_HEAD = ["model", "size KB", "target (validation)", "threshold (int8 s
 def confidence_markdown(rows: list[dict[str, Any]]) -> str:
     """Per model: the top-probability threshold chosen on validation, and on this split the
     fraction answered and the accuracy of those answers (exact tenths for 100 classes)."""
+    return md_table(CONFIDENCE_HEAD, confidence_cells(rows))
+
+
+def confidence_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
     cells = []
     for r in sorted((r for r in rows if r.get("confidence_target") is not None), key=row_order):
         found = r["confidence_threshold"] is not None
@@ -958,7 +962,7 @@ def confidence_markdown(rows: list[dict[str, Any]]) -> str:
                       f"{r['confidence_threshold']:.3f} ({r['confidence_threshold_int8']})" if found else "not reached",
                       fmt_pct(r["answered"]) if found else "-", fmt_pct(r["accuracy_answered"]),
                       fmt_pct(r["accuracy"])])  # fmt: skip
-    return md_table(CONFIDENCE_HEAD, cells)
+    return cells
 
 
 def plot_accuracy_vs_answered(rows: list[dict[str, Any]], path: Path) -> None:
@@ -1243,10 +1247,22 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         t.add_row(*table_cells(r), style="red" if r.get("error") else None)
     for p in PUBLISHED:
         t.add_row(*published_cells(p, short=True), style="dim")
-    console = Console()
+    _print_wide(Console, t)
+    conf = confidence_cells(rows)
+    if conf:
+        c = Table(title="Reading with a confidence threshold (chosen on validation, measured on this split)")
+        for i, h in enumerate(CONFIDENCE_HEAD):
+            c.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        for cells in conf:
+            c.add_row(*cells)
+        _print_wide(Console, c)
+
+
+def _print_wide(console_class: Any, table: Any) -> None:
+    console = console_class()
     if not console.is_terminal:  # piped or logged: as wide as the table, not squeezed to 80 columns
-        console = Console(width=max(console.width, Console(width=400).measure(t).maximum))
-    console.print(t)
+        console = console_class(width=max(console.width, console_class(width=400).measure(table).maximum))
+    console.print(table)
 
 
 # ----------------------------------------------------------------------------- CLI
