@@ -2,7 +2,7 @@
 """How much would more capacity buy? Score an ensemble of shipped models on one split.
 
 Averages the int8 models' class probabilities (LiteRT, no delegates) and prints, per split:
-each model's accuracy, the ensemble's, and how often at least one model is right (an
+each model's accuracy (read as the bench reads it, ``labels.read_class``), the ensemble's, and how often at least one model is right (an
 optimistic bound on what any mix of these models could reach). For 100 classes also
 "within 0.1" (off by at most one tenth, circularly), and each model read two other ways:
 the argmax of its probabilities smoothed with the two neighbouring tenths, and their
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitrec import bench, preprocess
+from digitrec import bench, labels, preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,16 +47,18 @@ def other_decodings(p: np.ndarray, y: np.ndarray) -> str:
 
 
 def run_split(data: bench.DataSource, models: list[bench.Model]) -> None:
-    probs, y = [], None
+    probs, preds, y = [], [], None
     for m in models:
         x_u8, y, _ = data.arrays(m.color, m.classes)
-        probs.append(m.probabilities(bench.predict_batched(m.data, preprocess.to_int8(x_u8, m.in_q))))
+        out = bench.predict_batched(m.data, preprocess.to_int8(x_u8, m.in_q))
+        probs.append(m.probabilities(out))
+        preds.append(labels.read_class(out))  # the bench's and the firmware's reading of int8 scores
         extra = f"; {other_decodings(probs[-1], y)}" if m.classes == 100 else ""
-        print(f"  {m.id:<34} {score(probs[-1].argmax(1), y, m.classes)}{extra}")
+        print(f"  {m.id:<34} {score(preds[-1], y, m.classes)}{extra}")
     classes = models[0].classes
     ensemble = np.mean(probs, axis=0).argmax(1)
     print(f"  {'ensemble (mean probability)':<34} {score(ensemble, y, classes)}")
-    any_right = np.any([p.argmax(1) == y for p in probs], axis=0)
+    any_right = np.any([p == y for p in preds], axis=0)
     print(f"  {'at least one model right':<34} {100 * any_right.mean():5.1f} %")
 
 
