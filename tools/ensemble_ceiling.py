@@ -24,15 +24,10 @@ from digitrec import bench, labels, preprocess
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tenth_distance(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Circular distance in tenths between predicted and true 100-class labels."""
-    return np.abs((pred - y + 50) % 100 - 50)
-
-
 def score(pred: np.ndarray, y: np.ndarray, classes: int) -> str:
     text = f"{100 * np.mean(pred == y):5.1f} %"
     if classes == 100:
-        text += f" (within 0.1: {100 * np.mean(tenth_distance(pred, y) <= 1):5.1f} %)"
+        text += f" (within 0.1: {100 * np.mean(labels.within_tolerance(pred, y)):5.1f} %)"
     return text
 
 

@@ -626,19 +626,20 @@ def evaluate(row: dict[str, Any], m: Model, data: DataSource, opt: Options) -> N
     pred = labels.read_class(out).astype(np.int64)
     row.update(accuracy_metrics(pred, y, m.classes, data.tenths()))
     row["_meters"] = per_meter_accuracy(pred, y, m.classes, data.meters())
+    conf = m.probabilities(out).max(axis=1)
     if data.calibration is not None:
-        confidence_figures(row, m, out, y, data.calibration, opt)
+        confidence_figures(row, m, conf, pred == y, data.calibration, opt)
     check_card_accuracy(row)
     if opt.plots:
-        conf = m.probabilities(out).max(axis=1)
         write_model_plots(row, m, pred, y, conf, data, opt.report_dir)
 
 
 def confidence_figures(
-    row: dict[str, Any], m: Model, out: np.ndarray, y: np.ndarray, calibration: DataSource, opt: Options
+    row: dict[str, Any], m: Model, conf: np.ndarray, correct: np.ndarray, calibration: DataSource, opt: Options
 ) -> None:
     """Answer only above a top-probability threshold chosen on the calibration split (validation)
-    to reach the class count's target there; measured here (test): fraction answered, accuracy."""
+    to reach the class count's target there; measured here (test, whose top probabilities and
+    right answers are ``conf`` and ``correct``): fraction answered, accuracy."""
     xv, yv, _ = calibration.arrays(m.color, m.classes)
     if len(yv) == 0:
         row["warnings"].append("the validation split is empty: no confidence threshold")
@@ -646,10 +647,10 @@ def confidence_figures(
     out_v = predict_batched(m.data, preprocess.to_int8(xv, m.in_q), opt.batch, opt.xnnpack, opt.threads)
     target = confidence.TARGETS[m.classes]
     threshold = confidence.threshold_for(m.probabilities(out_v).max(axis=1), labels.read_class(out_v) == yv, target)
-    conf, correct = m.probabilities(out).max(axis=1), labels.read_class(out) == y
     row["answered"], row["accuracy_answered"] = confidence.answered(conf, correct, threshold)
     row.update(confidence_target=target, confidence_threshold=threshold)
-    if threshold is not None:  # the same threshold on the raw int8 output the device reports
+    # the same cut on the raw int8 output the device reports; a logit output has no such cut
+    if threshold is not None and m.outputs_probabilities:
         row["confidence_threshold_int8"] = int(round(threshold / m.out_q.scale + m.out_q.zero_point))
     row["_coverage_curve"] = confidence.coverage_curve(conf, correct)  # internal: for the plot
 
@@ -959,10 +960,15 @@ def confidence_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
     for r in sorted((r for r in rows if r.get("confidence_target") is not None), key=row_order):
         found = r["confidence_threshold"] is not None
         cells.append([r["model"], fmt_kb(r["size_bytes"]), fmt_pct(r["confidence_target"]),
-                      f"{r['confidence_threshold']:.3f} ({r['confidence_threshold_int8']})" if found else "not reached",
+                      _threshold_text(r) if found else "not reached",
                       fmt_pct(r["answered"]) if found else "-", fmt_pct(r["accuracy_answered"]),
                       fmt_pct(r["accuracy"])])  # fmt: skip
     return cells
+
+
+def _threshold_text(r: dict[str, Any]) -> str:
+    cut = r.get("confidence_threshold_int8")
+    return f"{r['confidence_threshold']:.3f}" + ("" if cut is None else f" ({cut})")
 
 
 def plot_accuracy_vs_answered(rows: list[dict[str, Any]], path: Path) -> None:
@@ -1233,7 +1239,6 @@ def per_class_markdown(per_class: list[float | None], classes: int) -> str:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     try:
-        from rich.console import Console
         from rich.table import Table
     except ImportError:
         widths = [max(len(h), *(len(table_cells(r)[i]) for r in rows)) for i, h in enumerate(TABLE_HEAD)]
@@ -1247,7 +1252,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         t.add_row(*table_cells(r), style="red" if r.get("error") else None)
     for p in PUBLISHED:
         t.add_row(*published_cells(p, short=True), style="dim")
-    _print_wide(Console, t)
+    _print_wide(t)
     conf = confidence_cells(rows)
     if conf:
         c = Table(title="Reading with a confidence threshold (chosen on validation, measured on this split)")
@@ -1255,13 +1260,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             c.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
         for cells in conf:
             c.add_row(*cells)
-        _print_wide(Console, c)
+        _print_wide(c)
 
 
-def _print_wide(console_class: Any, table: Any) -> None:
-    console = console_class()
+def _print_wide(table: Any) -> None:
+    from rich.console import Console
+
+    console = Console()
     if not console.is_terminal:  # piped or logged: as wide as the table, not squeezed to 80 columns
-        console = console_class(width=max(console.width, console_class(width=400).measure(table).maximum))
+        console = Console(width=max(console.width, Console(width=400).measure(table).maximum))
     console.print(table)
 
 

@@ -206,7 +206,7 @@ def table_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def markdown(runs: list[dict[str, Any]], pcs: list[dict[str, Any]], cost: dict[str, Any],
-             figures: dict[str, str]) -> str:
+             figures: dict[str, str], confs: list[dict[str, Any] | None]) -> str:
     lines = ["# Host vs device", "",
              "Device answers from `digitrec device bench`; PC answers on the same int8 inputs from LiteRT "
              "without default delegates (the PC benchmark's interpreter: *agreement*) and from LiteRT's reference "
@@ -218,7 +218,7 @@ def markdown(runs: list[dict[str, Any]], pcs: list[dict[str, Any]], cost: dict[s
     if any(r["summary"].get("chip") == "virtual" for r in runs):
         lines += ["", "Runs on the *virtual device* report host microseconds (the PC running the firmware's "
                   "portable core and TFLite Micro), not ESP32 timings."]
-    lines += _pc_section(runs, pcs) + _confidence_section(runs, pcs) + _raw_section(raw_vs_tensor(runs)) + _cost_section(cost) + _link_section(runs)
+    lines += _pc_section(runs, pcs) + _confidence_section(runs, confs) + _raw_section(raw_vs_tensor(runs)) + _cost_section(cost) + _link_section(runs)
     lines += ["", "## Disagreements", ""]
     dis = [(run, r) for run in runs for r in run["disagreements"]]
     if not dis:
@@ -250,8 +250,8 @@ def _pc_section(runs: list[dict[str, Any]], pcs: list[dict[str, Any]]) -> list[s
     return out
 
 
-def _confidence_section(runs: list[dict[str, Any]], pcs: list[dict[str, Any]]) -> list[str]:
-    found = [(run, c) for run in runs if (c := confidence_on_device(run, match_pc(run, pcs)))]
+def _confidence_section(runs: list[dict[str, Any]], confs: list[dict[str, Any] | None]) -> list[str]:
+    found = [(run, c) for run, c in zip(runs, confs, strict=True) if c]
     if not found:
         return []
     out = ["", "## Reading with the PC benchmark's confidence threshold", ""]
@@ -314,11 +314,12 @@ def compare(results: list[Path], bench_json: Path | None, report: Path) -> dict[
     plot_latency(runs, report / figures["latency"])
     shown = plot_disagreements(runs, report / figures["gallery"])
     cost = preprocess_cost(runs)
-    (report / "compare.md").write_text(markdown(runs, pcs, cost, figures))
+    matched = [match_pc(run, pcs) for run in runs]
+    confs = [confidence_on_device(run, pc) for run, pc in zip(runs, matched, strict=True)]
+    (report / "compare.md").write_text(markdown(runs, pcs, cost, figures, confs))
     doc = {"runs": [{**run["summary"], "results": str(run["path"]),
-                     "disagreements": [r["path"] for r in run["disagreements"]],
-                     "pc_bench": match_pc(run, pcs), "confidence": confidence_on_device(run, match_pc(run, pcs))}
-                    for run in runs],
+                     "disagreements": [r["path"] for r in run["disagreements"]], "pc_bench": pc, "confidence": c}
+                    for run, pc, c in zip(runs, matched, confs, strict=True)],
            "preprocess_cost": cost, "raw_vs_tensor": raw_vs_tensor(runs), "gallery_images": shown,
            "files": {k: str(report / v) for k, v in figures.items()} | {"markdown": str(report / "compare.md")}}
     (report / "compare.json").write_text(json.dumps(doc, indent=1, default=str))
