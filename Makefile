@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed-stamp
 DATA   ?= $(or $(DIGITREC_DATA),$(abspath ../shared/datasets/haverland))
 # A real board's serial port (e.g. PORT=/dev/ttyUSB0); empty means the virtual device.
 PORT   ?=
-# The recommended model: the most accurate 10-class GRAY model within 64 KB.
+# The model the device bench runs: the 10-class GRAY model within 64 KB with the digit-sum
+# head, level with v4 on the test split (README, "Which model to flash").
 MODEL  ?= 10cls_GRAY/dr
 BAUD   ?= 921600
 # Raw-mode images (the device preprocesses; slower at the line rate): 0 = the whole split.
@@ -38,6 +39,7 @@ test: lint
 	$(PY) -m pytest -q tests
 
 bench: install
+	@test -d "$(DATA)" || { echo "no dataset at $(DATA): pass DATA=DIR, or run '$(VENV)/bin/digitrec data fetch' and pass the folder it prints"; exit 2; }
 	@echo "== 1/4 data: $(DATA)"
 	$(VENV)/bin/digitrec data stats --data "$(DATA)" --json $(REPORT)/data/stats.json --quiet
 	@echo "== 2/4 PC benchmark of exported_models/ on the test split"

@@ -22,6 +22,13 @@ def test_data_without_dataset_is_a_clear_error(monkeypatch, capsys) -> None:
         raise AssertionError("expected an error")
 
 
+def test_missing_dataset_folder_is_named_without_a_traceback(tmp_path, capsys) -> None:
+    missing = tmp_path / "no-such-dataset"
+    assert cli.main(["data", "stats", "--data", str(missing), "--cache", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "Traceback" not in err
+
+
 def test_train_refuses_loss_weights_the_model_cannot_take_before_loading_data(tmp_path) -> None:
     missing = str(tmp_path / "no-dataset")  # never read: the check comes first
     for args, field in ((["--model", "dr", "--classes", "100", "--digit-weight", "0"], "digit_weight 0.0"),

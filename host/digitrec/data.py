@@ -619,6 +619,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 
     dest = fetch.fetch_dataset(args.url, args.sha256, Path(args.dest) if args.dest else None)
     print(f"dataset ready at {dest}")
+    print(f"use it with: make bench DATA={dest}  (or export DIGITREC_DATA={dest})")
     return 0
 
 
@@ -644,6 +645,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.set_defaults(func=run_split)
     f = verbs.add_parser("fetch", help="download the pinned dataset archive (needs internet)")
     f.add_argument("--url", default=None, help="archive URL (default: the pinned GitHub commit); file:// works")
-    f.add_argument("--sha256", default=None, help="expected SHA-256 of the archive (default: the pinned one)")
+    f.add_argument("--sha256", default=None, help="expected SHA-256 of the archive (default: the one recorded at the first download)")
     f.add_argument("--dest", default=None, help="cache folder (default ~/.cache/digitrec/datasets)")
     f.set_defaults(func=run_fetch)
