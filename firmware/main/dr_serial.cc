@@ -1,10 +1,16 @@
 // Thin wrapper over the ESP-IDF UART / USB-Serial-JTAG drivers.
 #include "dr_serial.h"
 
+#include "soc/soc_caps.h"
+
 #if DR_SERIAL_USB_JTAG
+#if !SOC_USB_SERIAL_JTAG_SUPPORTED
+#error "DIGITREC_USB_JTAG=1 needs a chip with USB-Serial-JTAG (ESP32-S3), not this target"
+#endif
 #include "driver/usb_serial_jtag.h"
 #else
 #include "driver/uart.h"
+#include "driver/uart_vfs.h"
 #endif
 #include "esp_err.h"
 
@@ -56,11 +62,19 @@ void dr_serial_init(void)
     // inference runs on core 1 (see main.cc) and does not perturb its timing.
     ESP_ERROR_CHECK(uart_driver_install(kPort, DR_RX_BUFFER, DR_TX_BUFFER, 0, nullptr, 0));
     ESP_ERROR_CHECK(uart_param_config(kPort, &cfg));
+    // stdio (TFLM's DebugLog, printf) would otherwise write the FIFO directly and could
+    // land inside a frame; through the driver each write is whole, between frames.
+    uart_vfs_dev_use_driver(kPort);
 }
 
 int dr_serial_read(uint8_t *buf, size_t n, TickType_t wait)
 {
-    int k = uart_read_bytes(kPort, buf, (uint32_t)n, wait);
+    // uart_read_bytes returns only once it has `n` bytes or a wait times out, so ask
+    // for what is buffered (or one byte, waiting for it): a frame is parsed as it lands.
+    size_t avail = 0;
+    uart_get_buffered_data_len(kPort, &avail);
+    size_t want = avail == 0 ? 1 : (avail < n ? avail : n);
+    int k = uart_read_bytes(kPort, buf, (uint32_t)want, avail == 0 ? wait : 0);
     return k < 0 ? 0 : k;
 }
 

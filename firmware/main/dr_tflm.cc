@@ -115,9 +115,10 @@ bool check_tensors(DrTflmInfo *info)
         fail(info, "model input and output must be int8 tensors");
         return false;
     }
-    if (!d || d->size != 4 || d->data[1] != DR_MODEL_INPUT_H || d->data[2] != DR_MODEL_INPUT_W ||
-        d->data[3] != DR_MODEL_INPUT_C) {
-        fail(info, "model input shape differs from model_data.h (%dx%dx%d)", DR_MODEL_INPUT_H,
+    if (!d || d->size != 4 || d->data[0] != 1 || d->data[1] != DR_MODEL_INPUT_H ||
+        d->data[2] != DR_MODEL_INPUT_W || d->data[3] != DR_MODEL_INPUT_C ||
+        in->bytes != (size_t)DR_MODEL_INPUT_H * DR_MODEL_INPUT_W * DR_MODEL_INPUT_C) {
+        fail(info, "model input shape differs from model_data.h (1x%dx%dx%d)", DR_MODEL_INPUT_H,
              DR_MODEL_INPUT_W, DR_MODEL_INPUT_C);
         return false;
     }
@@ -160,8 +161,16 @@ void dr_tflm_setup(DrTflmInfo *info)
     // with twice that before giving up (the reason then goes to INFO.error).
     const size_t want = (size_t)DR_MODEL_ARENA_BYTES + DR_ARENA_MARGIN_BYTES;
     Attempt a = try_arena(model, want, info);
-    if (a == Attempt::kTooSmall)
+    if (a == Attempt::kTooSmall) {
+        char first[sizeof info->error];
+        std::memcpy(first, info->error, sizeof first);
         a = try_arena(model, 2 * want, info);
+        if (a == Attempt::kNoMemory) {  // keep why the first arena failed, too
+            char retry[sizeof info->error];
+            std::memcpy(retry, info->error, sizeof retry);
+            fail(info, "%s; retry: %s", first, retry);
+        }
+    }
     if (a != Attempt::kOk)
         return;
     if (!check_tensors(info)) {

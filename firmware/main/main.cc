@@ -105,6 +105,13 @@ uint32_t *alloc_timings(uint32_t *max_runs)
     return static_cast<uint32_t *>(p);
 }
 
+// Writes what snprintf put into `line` (of `cap` bytes), clamped if it was truncated.
+void write_line(const char *line, int n, size_t cap)
+{
+    if (n > 0)
+        dr_serial_write((const uint8_t *)line, (size_t)n < cap ? (size_t)n : cap - 1);
+}
+
 // Human-readable lines before the BOOT frame; the host skips them as garbage.
 void banner(uint32_t max_runs)
 {
@@ -114,18 +121,18 @@ void banner(uint32_t max_runs)
                      DR_FW_VERSION, DR_PROTO_VERSION, g_status.chip, (unsigned long)g_status.cpu_mhz,
                      (unsigned long)(g_status.flash_bytes / 1024), (unsigned long)(g_status.psram_bytes / 1024),
                      dr_serial_name(), DR_BAUD);
-    dr_serial_write((const uint8_t *)line, (size_t)n);
+    write_line(line, n, sizeof line);
     n = snprintf(line, sizeof line, "model %s (%d classes %s %dx%dx%d) sha256 %.16s...\r\n", DR_MODEL_NAME,
                  DR_MODEL_CLASSES, DR_MODEL_COLOR, DR_MODEL_INPUT_H, DR_MODEL_INPUT_W, DR_MODEL_INPUT_C,
                  DR_MODEL_SHA256);
-    dr_serial_write((const uint8_t *)line, (size_t)n);
+    write_line(line, n, sizeof line);
     if (g_tflm.ready)
         n = snprintf(line, sizeof line, "arena %u B in %s, used %u B | timed runs <= %lu | ready\r\n",
                      (unsigned)g_tflm.arena_bytes, g_tflm.arena_in_psram ? "PSRAM" : "internal RAM",
                      (unsigned)g_tflm.arena_used, (unsigned long)max_runs);
     else
         n = snprintf(line, sizeof line, "NOT READY: %s\r\n", g_tflm.error);
-    dr_serial_write((const uint8_t *)line, (size_t)n);
+    write_line(line, n, sizeof line);
 }
 
 void worker(void *)
@@ -176,5 +183,8 @@ void worker(void *)
 extern "C" void app_main(void)
 {
     dr_serial_init();
-    xTaskCreatePinnedToCore(worker, "digitrec", DR_WORKER_STACK, nullptr, 5, nullptr, DR_WORKER_CORE);
+    if (xTaskCreatePinnedToCore(worker, "digitrec", DR_WORKER_STACK, nullptr, 5, nullptr, DR_WORKER_CORE) != pdPASS) {
+        static const char msg[] = "\r\nNOT READY: cannot start the digitrec task (out of memory)\r\n";
+        dr_serial_write((const uint8_t *)msg, sizeof msg - 1);
+    }
 }
