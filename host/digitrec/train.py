@@ -175,7 +175,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v16", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
     ("v17", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG_STEADY_ROLL},
     ("mnist_quantization", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
-    ("original_haverland", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS, **STEADY_ROLL},
+    ("original_haverland", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS, **NEW_METER_AUG_STEADY_ROLL},
 
     # with synthetic digits, 1.5x the QAT epochs scored higher int8 validation accuracy (docs/experiments.md)
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr"), **QAT_DROPOUT, **LONG_SCHEDULE,
