@@ -14,7 +14,7 @@ import sys
 from digitrec import __version__
 
 # In pipeline order; a stage never imports a later one.
-STAGE_MODULES = ["data", "synth", "train", "export", "bench", "device", "compare"]
+STAGE_MODULES = ["data", "synth", "train", "export", "bench", "device", "compare", "predict"]
 
 
 def build_parser() -> argparse.ArgumentParser:
