@@ -103,7 +103,8 @@ def print_readings(readings: list[Reading], threshold: float | None, show: int) 
         sure = "" if r.sure is None else ("yes" if r.sure else "no")
         t.add_row(r.path.name, r.reading or f"skipped: {r.error}", conf, sure)
     console = Console(width=120)
-    console.print(t)
+    if show > 0:
+        console.print(t)
     if len(readings) > show:
         console.print(f"... {len(readings) - show} more (--show N, or --csv FILE for all)")
     read = [r for r in readings if not r.error]

@@ -61,7 +61,10 @@ def decode_rgb(data: bytes | Path | str) -> np.ndarray:
             rgb = img.convert("RGB")  # palette/L/RGBA/BGR-in-BMP all become RGB
             return np.asarray(rgb, dtype=np.uint8).copy()
     except Exception as exc:  # PIL raises many unrelated types
-        raise ValueError(f"cannot decode image: {exc}") from exc
+        from PIL import UnidentifiedImageError
+
+        why = "not a recognised image format" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise ValueError(f"cannot decode image: {why}") from exc
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
