@@ -191,7 +191,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v15", 100, "gray"): {**LONG_SCHEDULE, "float_weights": "last", **NEW_METER_AUG, **FONT_DIGITS},
     ("mnist_quantization", 100, "gray"): FONT_DIGITS,
     # schedules kept over the family's recommended one by validation accuracy (docs/training.md)
-    ("v16", 100, "gray"): {"epochs": 30, "qat_epochs": 4, **FONT_DIGITS},
+    ("v16", 100, "gray"): {"epochs": 30, "qat_epochs": 4, **NEW_METER_AUG, **FONT_DIGITS},
     ("v17", 100, "gray"): LONG_SCHEDULE,
     ("original_haverland", 100, "gray"): {"qat_epochs": 10},
 
