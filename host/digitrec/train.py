@@ -182,7 +182,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
                           "qat_epochs": 15, **NEW_METER_AUG, **FONT_DIGITS},
     ("v3", 100, "gray"): LONG_SCHEDULE,
     ("v4", 100, "gray"): {**LONG_SCHEDULE, "float_weights": "last", **NEW_METER_AUG, **FONT_DIGITS},
-    ("v6", 100, "gray"): {**LONG_SCHEDULE, "qat_epochs": 12, **FONT_DIGITS},  # 1.5x its QAT epochs, as dr 100
+    ("v6", 100, "gray"): {**LONG_SCHEDULE, "qat_epochs": 12, **NEW_METER_AUG, **FONT_DIGITS},  # 1.5x its QAT epochs, as dr 100
     # 8 QAT epochs left the int8 model 0.72 points above its float one on test; 12 keep it level
     ("v7", 100, "gray"): {**LONG_SCHEDULE, "qat_epochs": 12, **NEW_METER_AUG, **FONT_DIGITS},
     # the whole schedule (it stopped at epoch 36 of 70) and 1.5x its QAT epochs, as dr 100
