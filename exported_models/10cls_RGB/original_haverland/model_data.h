@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "original_haverland"
-#define DR_MODEL_SHA256 "cdb5c7f579de6a82ae6557a41088e9e65ce48fa4a15952e8c999f6d77a8c7a9d"
+#define DR_MODEL_SHA256 "0c8bfee88cfe3d5eee2edf2298adab665a8f19b37f347d4624dbd2d5383b44b5"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "RGB"
 #define DR_MODEL_INPUT_H 32
