@@ -122,7 +122,8 @@ def models_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
         ])  # fmt: skip
     note = ("From the model cards (`exported_models/*/*/card.json`, written by `digitrec train`/`export`). "
             "*New-meter aug.*: trained with the augmentation that imitates other meters (inverted gray "
-            "levels, other crop aspect ratios), worth 4-5 points on meters never seen in training "
+            "levels, other crop aspect ratios), worth 4-5 points on meters never seen in training alone, "
+            "about a point or less on top of the synthetic fonts "
             "([docs/experiments.md](docs/experiments.md#many-held-out-meters---split-mode-meter)); *+ fonts*: also "
             "synthetic digits in other fonts, *fonts only*: those without the augmentation (`train --synth`, "
             "[docs/experiments.md](docs/experiments.md#synthetic-font-digits---synth)).")

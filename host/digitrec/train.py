@@ -147,8 +147,8 @@ LONG_SCHEDULE = {"epochs": 100, "patience_after": 1.0}
 # validation than without (docs/experiments.md, "Dropout during QAT").
 QAT_DROPOUT = {"qat_dropout": True}
 # Inverted gray levels and other crop aspect ratios: +4-5 points on held-out meters for every
-# model measured (+1.4 and +0.9 for `v9` 10 on top of synthetic font digits; docs/experiments.md,
-# "Many held-out meters"); shipped where the cluster split's validation accuracy stayed within
+# model measured (on top of synthetic font digits less: +1.4 and +0.9 for `v9` 10, +0.8 and -0.3
+# exact tenths for `v4` 100; docs/experiments.md, "Many held-out meters"); shipped where the cluster split's validation accuracy stayed within
 # 0.5 points.
 NEW_METER_AUG = {"augment": {"invert_p": 0.3, "aspect": 0.15}}
 # ... with the vertical shift a 100-class model gets (+-1.5 % of the height, not +-6 %): a
