@@ -16,8 +16,12 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from digitrec.bench import Model
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 DEFAULT_BENCH = Path("reports/bench/bench.json")
@@ -55,13 +59,12 @@ def bench_threshold(bench_json: Path, sha256: str) -> float | None:
     return None
 
 
-def read_images(model_dir: Path, files: list[Path], threshold: float | None, progress: bool = True) -> list[Reading]:
-    """Read every file with the model in `model_dir`; undecodable files come back with `error`."""
+def read_images(m: Model, files: list[Path], threshold: float | None, progress: bool = True) -> list[Reading]:
+    """Read every file with model `m`; undecodable files come back with `error`."""
     from tqdm import tqdm
 
     from digitrec import bench, labels, preprocess
 
-    m = bench.load_model(model_dir.name, model_dir / "model.tflite")
     out = [Reading(f) for f in files]
     x, ok = [], []
     for i, r in enumerate(tqdm(out, desc="decoding", unit="img", disable=not progress)):
@@ -110,35 +113,27 @@ def print_readings(readings: list[Reading], threshold: float | None, show: int) 
     read = [r for r in readings if not r.error]
     summary = f"{len(read)} of {len(readings)} images read, {len(readings) - len(read)} skipped"
     if threshold is not None and read:
-        summary += f"; {sum(bool(r.sure) for r in read)} sure ({100 * np.mean([bool(r.sure) for r in read]):.1f} %)"
+        sure = sum(bool(r.sure) for r in read)
+        summary += f"; {sure} sure ({100 * sure / len(read):.1f} %)"
     console.print(summary)
 
 
 def run(args: argparse.Namespace) -> int:
+    from digitrec.bench import BenchError, load_model
     from digitrec.device import DeviceError, resolve_model
 
     try:
         model_dir = resolve_model(args.model)
-    except DeviceError as exc:
+        m = load_model(model_dir.name, model_dir / "model.tflite")
+    except (DeviceError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     files = find_images([Path(p) for p in args.images])
     if not files:
         print(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(args.images)}", file=sys.stderr)
         return 2
-    threshold = args.threshold
-    if threshold is None:
-        import hashlib
-
-        sha = hashlib.sha256((model_dir / "model.tflite").read_bytes()).hexdigest()
-        threshold = bench_threshold(Path(args.bench), sha)
-    from digitrec.bench import BenchError
-
-    try:
-        readings = read_images(model_dir, files, threshold, progress=not args.quiet)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    threshold = args.threshold if args.threshold is not None else bench_threshold(Path(args.bench), m.sha256)
+    readings = read_images(m, files, threshold, progress=not args.quiet)
     for r in readings:
         if r.error:
             print(f"skipped {r.path}: {r.error}", file=sys.stderr)
