@@ -88,3 +88,51 @@ def test_predict_names_what_is_missing(tmp_path, capsys):
     empty.mkdir()
     assert cli.main(["predict", str(empty), "--quiet"]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_predict_on_a_board_that_resets_mid_run(real_data, tmp_path, capsys):
+    """--port: the crops go raw to the virtual device (the firmware core, real TFLM), which
+    resets after 7 requests; the reset is detected, the lost requests re-sent, and the board's
+    on-chip preprocessing reads like the PC."""
+    from digitrec import device
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    truth = _real_crops(real_data, crops, n=24)
+    (crops / "broken.jpg").write_bytes(b"not a jpeg")
+    model = MODELS / "10cls_GRAY" / "v4"
+    out = tmp_path / "readings.csv"
+    board = device.VirtualProcess(model, 0, ["--reset-after", "7"])
+    try:
+        rc = cli.main(["predict", str(crops), "--model", str(model), "--port", board.port, "--baud", "0",
+                       "--bench", str(tmp_path / "none.json"), "--csv", str(out), "--quiet"])
+    finally:
+        board.stop()
+
+    assert rc == 0
+    printed = capsys.readouterr()
+    assert "board reset detected" in printed.out + printed.err
+    assert "the board answered 24, " in printed.out
+    rows = _rows(out)
+    assert rows["broken.jpg"]["device_reading"] == "" and rows["broken.jpg"]["agrees"] == ""
+    answered = [rows[n] for n in truth]
+    assert all(r["device_reading"] for r in answered)  # none lost to the reset
+    assert sum(r["agrees"] == "1" for r in answered) >= len(answered) - 1  # 1 LSB of raw preprocessing
+    for r in answered:
+        assert r["agrees"] == str(int(r["device_reading"] == r["reading"]))
+
+
+def test_predict_without_the_board_keeps_the_pc_readings(real_data, tmp_path, capsys):
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    truth = _real_crops(real_data, crops, n=5)
+    out = tmp_path / "readings.csv"
+
+    rc = cli.main(["predict", str(crops), "--model", "10cls_GRAY/v4", "--port", str(tmp_path / "ttyNONE"),
+                   "--bench", str(tmp_path / "none.json"), "--csv", str(out), "--quiet"])
+
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert "ttyNONE" in err and "no such port" in err
+    rows = _rows(out)
+    assert all(rows[n]["reading"] and rows[n]["device_reading"] == "" for n in truth)

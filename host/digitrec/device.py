@@ -15,6 +15,7 @@ JSONL lines carry a ``kind``: ``meta`` (one per session: device INFO, model, mod
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -656,7 +658,7 @@ def _interrupt(*_: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _default_timeout(window: int, baud: int, max_frame: int) -> float:
+def default_timeout(window: int, baud: int, max_frame: int) -> float:
     # a request may queue behind `window` others on the wire, plus compute time on the chip
     return 1.0 + 2 * window * max_frame * P.BITS_PER_BYTE / max(baud, 1)
 
@@ -665,44 +667,46 @@ def run_bench(args: argparse.Namespace) -> int:
     if not args.data:
         raise DeviceError("no dataset: pass --data DIR or set DIGITREC_DATA")
     model = load_model(args.model)
-    virtual = None
-    port = args.port
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill`: stop like Ctrl-C, answers kept
-    try:
-        if port == "virtual":
-            virtual = VirtualProcess(model.path, args.baud)
-            port = virtual.port
-        return _bench(args, model, port)
-    finally:
-        if virtual:
-            virtual.stop()
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _bench(args: argparse.Namespace, model: Model, port: str) -> int:
     out = Path(args.out)
     done = _resume_state(out, model, args.mode) if args.resume else set()
     ds, indices = select_images(args.data, args.split, args.limit)
-    link = open_port(port, args.baud or P.DEFAULT_BAUD)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill`: stop like Ctrl-C, answers kept
     try:
-        info = hello(link)
-        check_device(info, model)
-        meta = {"kind": "meta", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "port": args.port,
-                "mode": args.mode, "model": model.card["name"], "model_path": str(model.path),
-                "classes": model.classes, "color": model.card["color"], "baud": args.baud,
-                "split": args.split, "data": str(ds.root), "info": info}
-        indices = [i for i in indices if ds.items[i].path not in done]
-        work = build_work(ds, indices, model, args.mode, args.raw_format, not args.no_ref_kernels) if indices else []
-        results = ResultsFile(out, args.resume)
-        results.write(meta)
-        try:
-            stream = _stream(args, link, ds.root, work, info, model, results)
-        finally:
-            results.close()
-        timing = None if stream["stopped"] else timed_run(link, _timed_run_timeout(out))
+        with session(args.port, model, args.baud) as (link, info):
+            meta = {"kind": "meta", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "port": args.port,
+                    "mode": args.mode, "model": model.card["name"], "model_path": str(model.path),
+                    "classes": model.classes, "color": model.card["color"], "baud": args.baud,
+                    "split": args.split, "data": str(ds.root), "info": info}
+            indices = [i for i in indices if ds.items[i].path not in done]
+            work = build_work(ds, indices, model, args.mode, args.raw_format, not args.no_ref_kernels) if indices else []
+            results = ResultsFile(out, args.resume)
+            results.write(meta)
+            try:
+                stream = _stream(args, link, ds.root, work, info, model, results)
+            finally:
+                results.close()
+            timing = None if stream["stopped"] else timed_run(link, _timed_run_timeout(out))
     finally:
-        link.close()
+        signal.signal(signal.SIGTERM, previous)
     return _finish(args, out, meta, stream, timing)
+
+
+@contextlib.contextmanager
+def session(port: str, model: Model, baud: int) -> Iterator[tuple[Link, dict[str, Any]]]:
+    """A link to the board on ``port`` (``virtual``: a virtual device started for ``model``,
+    its UART paced at ``baud``, 0 unpaced), HELLO answered and the board's model checked."""
+    virtual = VirtualProcess(model.path, baud) if port == "virtual" else None
+    try:
+        link = open_port(virtual.port if virtual else port, baud or P.DEFAULT_BAUD)
+        try:
+            info = hello(link)
+            check_device(info, model)
+            yield link, info
+        finally:
+            link.close()
+    finally:
+        if virtual:
+            virtual.stop()
 
 
 def _timed_run_timeout(out: Path) -> float:
@@ -739,7 +743,7 @@ def _stream(args: argparse.Namespace, link: Link, root: Path, work: list[Work], 
         bar.write(f"device reset detected (boot_id {new.get('boot_id')}); re-sending requests in flight")
 
     max_frame = max((w.tensor.nbytes if w.sent == "tensor" else P.MAX_PAYLOAD for w in work), default=0)
-    timeout = args.timeout or _default_timeout(args.window, args.baud or P.DEFAULT_BAUD, max_frame + P.OVERHEAD)
+    timeout = args.timeout or default_timeout(args.window, args.baud or P.DEFAULT_BAUD, max_frame + P.OVERHEAD)
     budget = int(info.get("rx_buffer") or args.max_inflight_bytes)  # the firmware reports its UART buffer
     s = Streamer(link, root, args.window, timeout, info.get("boot_id"), on_row, on_info, budget)
     link.tx_bytes = link.rx_bytes = link.tx_payload = link.rx_payload = 0
