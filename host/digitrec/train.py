@@ -51,6 +51,7 @@ AUG_ADDED_LATER = {
     "aspect": 0.0,  # width/height stretch, as crops of other meters come in other aspect ratios
     "shear": 0.0,  # +- horizontal shear per unit height: upright and slanted fonts
     "stroke_p": 0.0,  # probability of thickening or thinning the strokes (fonts of other weights)
+    "erase_p": 0.0,  # probability of painting a random rectangle over the crop (glare, dirt, window edges)
 }
 
 
@@ -406,9 +407,31 @@ def augment(images, seed, aug: dict):
     if aug["invert_p"] > 0:
         x = tf.where(u(13, 0.0, 1.0) < aug["invert_p"], 1.0 - x, x)
     x = tf.pow(x + 1e-6, tf.exp(u(8, -aug["gamma"], aug["gamma"])))
+    if aug["erase_p"] > 0:
+        x = _erase(x, aug["erase_p"], tf.random.experimental.stateless_fold_in(seed, 2))
     sigma = u(9, 0.0, aug["noise"])
     x = x + sigma * tf.random.stateless_normal(tf.shape(x), seed=seeds[10])
     return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def _erase(x, p: float, seed):
+    """With probability p per image, one rectangle of 5-25 % of the crop (aspect 0.5-2) is
+    painted a uniform random gray level (random erasing)."""
+    import tensorflow as tf
+
+    b, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
+    s = tf.random.experimental.stateless_split(seed, num=6)
+
+    def u(i, lo, hi):
+        return tf.random.stateless_uniform([b, 1, 1, 1], seed=s[i], minval=lo, maxval=hi)
+
+    area, ratio = u(0, 0.05, 0.25) * h * w, tf.exp(u(1, np.log(0.5), np.log(2.0)))
+    eh, ew = tf.minimum(tf.sqrt(area * ratio), h * 1.0), tf.minimum(tf.sqrt(area / ratio), w * 1.0)
+    y0, x0 = u(2, 0.0, 1.0) * (h - eh), u(3, 0.0, 1.0) * (w - ew)
+    rows = tf.range(h, dtype=tf.float32)[None, :, None, None]
+    cols = tf.range(w, dtype=tf.float32)[None, None, :, None]
+    inside = (rows >= y0) & (rows < y0 + eh) & (cols >= x0) & (cols < x0 + ew) & (u(4, 0.0, 1.0) < p)
+    return tf.where(inside, u(5, 0.0, 1.0), x)
 
 
 def train_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, start_epoch: int,
