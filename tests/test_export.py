@@ -176,6 +176,23 @@ def test_shear_and_stroke_augmentation():
     assert train.TrainConfig("v4").config_hash() == train.TrainConfig("v4", augment={"shear": 0.0}).config_hash()
 
 
+def test_random_erasing():
+    import tensorflow as tf
+
+    off = {k: 0.0 for k in train.TrainConfig("v4").aug()}
+    x = np.full((64, 32, 20, 1), 0.5, np.float32)
+    out = train.augment(tf.constant(x), tf.constant([3, 4], tf.int64), {**off, "erase_p": 0.5}).numpy()
+    changed = (np.abs(out - 0.5) > 1e-3).reshape(64, -1)
+    erased = changed.any(axis=1)
+    assert 16 <= erased.sum() <= 48  # about half of the crops
+    assert changed[erased].mean(axis=1).min() >= 0.04 and changed[erased].mean(axis=1).max() <= 0.3
+    for img, hit in zip(out[erased], changed[erased], strict=True):  # one rectangle, one gray level
+        rows, cols = np.nonzero(hit.reshape(32, 20))
+        assert len(rows) == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+        assert np.ptp(img[hit.reshape(32, 20, 1)]) < 1e-6
+    assert train.TrainConfig("v4").config_hash() == train.TrainConfig("v4", augment={"erase_p": 0.0}).config_hash()
+
+
 def test_neighbour_label_smoothing():
     t = train.soft_labels(np.array([0, 55]), 100, 0.1).numpy()
     np.testing.assert_allclose(t.sum(axis=1), 1.0, rtol=1e-5)
