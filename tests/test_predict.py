@@ -41,12 +41,13 @@ def test_predict_reads_real_crops_and_skips_a_corrupt_one(real_data, tmp_path, c
                                       {"sha256": sha, "confidence_threshold": 0.85}]))
     out = tmp_path / "readings.csv"
 
-    rc = cli.main(["predict", str(crops), "--model", str(model), "--bench", str(bench_json),
-                   "--csv", str(out), "--quiet"])
+    rc = cli.main(["predict", str(crops), str(crops / "broken.jpg"), "--model", str(model), "--bench",
+                   str(bench_json), "--csv", str(out), "--quiet"])
 
     assert rc == 0
     rows = _rows(out)
     assert set(rows) == set(truth) | {"broken.jpg"}
+    assert len(out.read_text().splitlines()) == 1 + len(rows)  # a file named twice is read once
     assert rows["broken.jpg"]["reading"] == "" and "decode" in rows["broken.jpg"]["error"]
     assert "broken.jpg" in capsys.readouterr().err
     right = sum(int(rows[n]["reading"]) == labels.class10(v) for n, v in truth.items())

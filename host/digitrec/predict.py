@@ -56,7 +56,7 @@ class Reading:
 
 
 def find_images(paths: list[Path]) -> list[Path]:
-    """Image files named directly, or found under the named folders (sorted)."""
+    """Image files named directly, or found under the named folders (sorted), each once."""
     found: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -65,7 +65,8 @@ def find_images(paths: list[Path]) -> list[Path]:
             found.append(p)
         else:
             raise FileNotFoundError(f"no such file or folder: {p}")
-    return found
+    unique = {f.resolve(): f for f in reversed(found)}  # a file named twice is read once, first place
+    return [f for f in found if unique.get(f.resolve()) is f]
 
 
 def bench_threshold(bench_json: Path, sha256: str) -> float | None:
