@@ -165,9 +165,14 @@ class Link:
         return self.seq
 
     def send(self, msg_type: int, payload: bytes = b"") -> int:
+        import serial
+
         seq = self.next_seq()
         frame = P.encode_frame(msg_type, seq, payload)
-        self.ser.write(frame)
+        try:
+            self.ser.write(frame)
+        except (serial.SerialException, OSError) as exc:  # e.g. a USB board unplugged
+            raise PortClosed(f"serial port closed: {exc}") from exc
         self.tx_bytes += len(frame)
         self.tx_payload += len(payload)
         return seq
@@ -654,8 +659,17 @@ class VirtualProcess:
                 self.proc.wait()
 
 
-def _interrupt(*_: Any) -> None:
+def stop_like_ctrl_c(*_: Any) -> None:
+    """SIGTERM handler: stop as Ctrl-C does, so what was answered is kept."""
     raise KeyboardInterrupt
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int of at least 1 (a window of 0 would never send)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def default_timeout(window: int, baud: int, max_frame: int) -> float:
@@ -670,7 +684,7 @@ def run_bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     done = _resume_state(out, model, args.mode) if args.resume else set()
     ds, indices = select_images(args.data, args.split, args.limit)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill`: stop like Ctrl-C, answers kept
+    previous = signal.signal(signal.SIGTERM, stop_like_ctrl_c)  # `kill`: stop like Ctrl-C, answers kept
     try:
         with session(args.port, model, args.baud) as (link, info):
             meta = {"kind": "meta", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "port": args.port,
@@ -930,7 +944,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--baud", type=int, default=P.DEFAULT_BAUD,
                    help="baud rate; with --port virtual the virtual UART is paced at it (0: unpaced)")
     b.add_argument("--limit", type=int, default=None, help="N images spread evenly over the split (all by default)")
-    b.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="requests in flight (default 4)")
+    b.add_argument("--window", type=positive_int, default=DEFAULT_WINDOW, help="requests in flight (default 4)")
     b.add_argument("--max-inflight-bytes", type=int, default=MAX_INFLIGHT_BYTES,
                    help="request bytes in flight at most (default 16384; the board's INFO rx_buffer overrides)")
     b.add_argument("--timeout", type=float, default=None, help="seconds before a request is re-sent (default: from baud)")

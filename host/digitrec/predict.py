@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from digitrec.device import DEFAULT_WINDOW
+from digitrec.device import DEFAULT_WINDOW, positive_int
 from digitrec.protocol import DEFAULT_BAUD
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class Reading:
     device_reading: str = ""  # with --port: the board's answer ("" when unanswered)
     device_confidence: float | None = None
     device_error: str = ""  # the board's error reply, if it refused this crop
+    device_sent: str = ""  # "raw:<FORMAT>" (the chip preprocessed it) or "tensor" (too large to send raw)
 
     @property
     def agrees(self) -> bool | None:
@@ -65,8 +67,13 @@ def find_images(paths: list[Path]) -> list[Path]:
             found.append(p)
         else:
             raise FileNotFoundError(f"no such file or folder: {p}")
-    unique = {f.resolve(): f for f in reversed(found)}  # a file named twice is read once, first place
-    return [f for f in found if unique.get(f.resolve()) is f]
+    seen: set[Path] = set()
+    unique = []
+    for f in found:  # a file named twice (directly and in its folder) is read once
+        if f.resolve() not in seen:
+            seen.add(f.resolve())
+            unique.append(f)
+    return unique
 
 
 def bench_threshold(bench_json: Path, sha256: str) -> float | None:
@@ -118,6 +125,8 @@ def read_on_device(m: Model, readings: list[Reading], port: str, baud: int, wind
     # paths are absolute, so the payload builder's root is the filesystem's
     work = [device.Work(path, -1, labels.read_class(r.scores), r.scores, r.tensor,
                         sent=device.raw_plan(Path("/"), path, dm.color, "auto")) for path, r in todo.items()]
+    for w in work:
+        todo[w.path].device_sent = w.sent
     bar = tqdm(total=len(work), unit="img", desc="board", disable=not progress)
 
     def on_row(w: device.Work, reply: P.Result | P.ErrorReply) -> None:
@@ -133,6 +142,7 @@ def read_on_device(m: Model, readings: list[Reading], port: str, baud: int, wind
         device.check_device(info, dm)
         bar.write(f"board reset detected (boot_id {info.get('boot_id')}); re-sending requests in flight")
 
+    previous = signal.signal(signal.SIGTERM, device.stop_like_ctrl_c)  # `kill`: stop like Ctrl-C, readings kept
     try:
         with device.session(port, dm, baud) as (link, info):
             timeout = device.default_timeout(window, baud or P.DEFAULT_BAUD, P.MAX_PAYLOAD + P.OVERHEAD)
@@ -141,10 +151,11 @@ def read_on_device(m: Model, readings: list[Reading], port: str, baud: int, wind
             s.run(work, dead_after=max(10.0, 8 * timeout))
     except KeyboardInterrupt:
         return "interrupted"
-    except device.DeviceError as exc:
+    except (device.DeviceError, OSError, ValueError) as exc:  # OSError, ValueError: a crop gone since read
         return str(exc)
     finally:
         bar.close()
+        signal.signal(signal.SIGTERM, previous)
     return ""
 
 
@@ -153,11 +164,11 @@ def write_csv(readings: list[Reading], path: Path, board: bool = False) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "reading", "confidence", "sure", "error"]
-                   + (["device_reading", "device_confidence", "agrees", "device_error"] if board else []))
+                   + (["device_reading", "device_confidence", "agrees", "device_error", "device_sent"] if board else []))
         for r in readings:
             row = [r.path.as_posix(), r.reading, _num(r.confidence), _flag(r.sure), r.error]
             if board:
-                row += [r.device_reading, _num(r.device_confidence), _flag(r.agrees), r.device_error]
+                row += [r.device_reading, _num(r.device_confidence), _flag(r.agrees), r.device_error, r.device_sent]
             w.writerow(row)
 
 
@@ -197,8 +208,10 @@ def print_readings(readings: list[Reading], threshold: float | None, show: int, 
         summary += f"; {sure} sure ({100 * sure / len(read):.1f} %)"
     if board:
         answered = [r for r in read if r.device_reading]
-        summary += (f"; the board answered {len(answered)}, "
-                    f"{sum(bool(r.agrees) for r in answered)} the same as the PC")
+        differ = sum(r.agrees is False for r in answered)
+        as_tensor = sum(r.device_sent == "tensor" for r in answered)
+        summary += (f"; the board answered {len(answered)} of {len(read)}, {differ} differently from the PC"
+                    + (f" ({as_tensor} too large to send raw went as the PC's tensor)" if as_tensor else ""))
     console.print(summary)
 
 
@@ -252,7 +265,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "device), sending the crops raw so the chip preprocesses them; see docs/device.md")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help=f"baud rate with --port (default {DEFAULT_BAUD}; virtual: 0 unpaced)")
-    p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+    p.add_argument("--window", type=positive_int, default=DEFAULT_WINDOW,
                    help=f"requests in flight with --port (default {DEFAULT_WINDOW})")
     p.add_argument("--csv", help="write every reading to this CSV file")
     p.add_argument("--show", type=int, default=40, help="rows to print (default 40)")
