@@ -234,7 +234,7 @@ def test_rgb_model_raw_and_compare_report(env: dict[str, Path], clean: tuple[dic
     md = (report / "compare.md").read_text()
     assert "virtual device" in md and "RGB / GRAY preprocessing cost" in md
     assert f"answer when the top int8 score is at least {cut}" in md
-    assert "tiny_gray: PC accuracy 50.00 % on 99 images of split test; 50 us per inference [PC]" in md
+    assert "tiny_gray (clean_tensor.jsonl, tensor mode): PC accuracy 50.00 % on 99 images of split test; 50 us per inference [PC]" in md
     assert (report / "latency.png").stat().st_size > 0 and (report / "disagreements.png").stat().st_size > 0
 
 

@@ -245,7 +245,8 @@ def _pc_section(runs: list[dict[str, Any]], pcs: list[dict[str, Any]]) -> list[s
         ips = pc.get("pc_inf_per_s")
         pc_us = f"{1e6 / ips:,.0f} us per inference [PC]" if ips else "no PC speed"
         dev_us = s.get("timed_run_us_median")
-        out.append(f"- {s['model']}: PC accuracy {_pct(pc.get('accuracy'))} on {pc.get('images')} images of split "
+        out.append(f"- {s['model']} ({run['path'].name}, {s.get('mode')} mode): PC accuracy "
+                   f"{_pct(pc.get('accuracy'))} on {pc.get('images')} images of split "
                    f"{pc.get('split')}; {pc_us}; TIMED_RUN {_num(dev_us)} us [{timing_label(s)}]")
     return out
 
