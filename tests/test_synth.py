@@ -41,6 +41,28 @@ def test_missing_font_is_named(monkeypatch):
         synth.render_batch(2, "gray", 10)
 
 
+def test_more_fonts_set():
+    """`--synth-fonts more`: the matplotlib set plus ten fonts from pinned packages, each drawing
+    its own digit shapes; an unknown set or a missing package is an error naming it."""
+    base, more = synth.font_paths(), synth.font_paths("more")
+    assert more[:len(base)] == base and len(more) == len(base) + len(synth.MORE_FONT_FILES)
+    x, _, _ = synth.render_batch(len(more), "gray", 10, seed=2, fonts="more")
+    assert x.reshape(len(more), -1).std(axis=1).min() > 5
+    again, _, _ = synth.render_batch(len(more), "gray", 10, seed=2)
+    assert not np.array_equal(x[len(base):], again[len(base):])  # other fonts, other pixels
+    with pytest.raises(ValueError, match="'fancy'"):
+        synth.font_paths("fancy")
+    cfg = train.TrainConfig("dr", synth=1.0)
+    assert train.TrainConfig("dr", synth=1.0, synth_fonts="matplotlib").config_hash() == cfg.config_hash()
+    assert train.TrainConfig("dr", synth=1.0, synth_fonts="more").config_hash() != cfg.config_hash()
+
+
+def test_missing_font_package_is_named(monkeypatch):
+    monkeypatch.setattr(synth, "MORE_FONT_FILES", (("no_such_font_pkg", "a.ttf"),))
+    with pytest.raises(FileNotFoundError, match="no_such_font_pkg"):
+        synth.font_paths("more")
+
+
 def test_synthetic_images_join_the_training_split_only():
     rng = np.random.default_rng(0)
     xs = {k: rng.integers(0, 256, (n, 32, 20, 1), dtype=np.uint8) for k, n in (("train", 40), ("val", 8), ("test", 8))}

@@ -9,8 +9,10 @@ from below. The crops then take the same path as a camera
 crop (``preprocess.prepare``), and training mixes them into its training split only
 (``digitrec train --synth FRACTION``); validation and test stay real images.
 
-Fonts come from matplotlib's bundled folder (DejaVu, STIX, Computer Modern), so every
-machine with the project installed renders the same images for the same seed.
+Fonts come from installed packages pinned in requirements.txt, so every machine with the
+project installed renders the same images for the same seed: the ``matplotlib`` set is
+matplotlib's bundled DejaVu, STIX and Computer Modern; ``more`` adds Roboto, Lato, Source Sans
+Pro and reportlab's URW clones of Helvetica, Times and Courier (``train --synth-fonts``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ FONT_FILES = (
     "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf",
     "cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmtt10.ttf",
 )
+# (package, file inside it) of the ``more`` set's additions, upright weights only
+MORE_FONT_FILES = (
+    ("font_roboto", "files/Roboto-Regular.ttf"), ("font_roboto", "files/Roboto-Bold.ttf"),
+    ("font_lato", "files/Lato-Regular.ttf"), ("font_lato", "files/Lato-Black.ttf"),
+    ("font_source_sans_pro", "files/SourceSansPro-Regular.ttf"),
+    ("font_source_sans_pro", "files/SourceSansPro-Bold.ttf"),
+    ("reportlab", "fonts/_a______.pfb"), ("reportlab", "fonts/_ab_____.pfb"),  # Helvetica, bold
+    ("reportlab", "fonts/_er_____.pfb"), ("reportlab", "fonts/cob_____.pfb"),  # Times, Courier bold
+)
+FONT_SETS = ("matplotlib", "more")
 CANVAS = (64, 40)  # height, width of a rendered crop before the camera path resizes it to 32x20
 # Real drums are not read linearly: models trained on real meters read a flat roll drawn at
 # x.1-x.2 about 0.4 tenths high and at x.7-x.9 about 0.35 low (docs/experiments.md). Drawing the
@@ -45,9 +57,23 @@ def font_dir() -> Path:
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 
-def font_paths() -> list[Path]:
-    """The fonts synthetic digits are drawn in; a missing one is an error naming it."""
+def _package_dir(package: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"synthetic digits: font package {package!r} is not installed "
+                                f"(pip install -r requirements.txt)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def font_paths(fonts: str = "matplotlib") -> list[Path]:
+    """The fonts synthetic digits are drawn in (set ``fonts``); a missing one is an error naming it."""
+    if fonts not in FONT_SETS:
+        raise ValueError(f"synthetic digits: font set {fonts!r} is not one of {', '.join(FONT_SETS)}")
     paths = [font_dir() / name for name in FONT_FILES]
+    if fonts == "more":
+        paths += [_package_dir(pkg) / rel for pkg, rel in MORE_FONT_FILES]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"synthetic digits: font file(s) not found: {', '.join(missing)}")
@@ -133,27 +159,29 @@ def _jpeg(img, quality: int) -> np.ndarray:
     return preprocess.decode_rgb(buf.getvalue())
 
 
-def render_batch(n: int, color: str, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_batch(n: int, color: str, classes: int, seed: int = 0,
+                 fonts: str = "matplotlib") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` synthetic crops through the camera path: (N x 32 x 20 x C uint8, labels, tenths).
 
     Tenths are uniform over 0..99 and fonts cycle, each image drawn from its own seeded
     generator, so the set is the same on every run and machine for the same arguments.
     """
-    fonts = font_paths()
+    paths = font_paths(fonts)
     tenths = np.random.default_rng([seed, 7]).integers(0, 100, n)
     channels = 1 if color == "gray" else 3
     x = np.zeros((n, preprocess.HEIGHT, preprocess.WIDTH, channels), np.uint8)
     for i, t in enumerate(tenths):
-        x[i] = preprocess.prepare(render(int(t), fonts[i % len(fonts)], np.random.default_rng([seed, 8, i])), color)
+        x[i] = preprocess.prepare(render(int(t), paths[i % len(paths)], np.random.default_rng([seed, 8, i])), color)
     y = tenths if classes == 100 else labels.class10_from_class100(tenths)
     return x, y.astype(np.int64), tenths.astype(np.int64)
 
 
-def save_montage(path: Path, color: str = "gray", per_row: int = 12, rows: int = 8, seed: int = 0) -> Path:
+def save_montage(path: Path, color: str = "gray", per_row: int = 12, rows: int = 8, seed: int = 0,
+                 fonts: str = "matplotlib") -> Path:
     """A PNG of synthetic crops (3x enlarged) with their readings, to see what training mixes in."""
     from PIL import Image, ImageDraw
 
-    x, _, tenths = render_batch(per_row * rows, color, 100, seed)
+    x, _, tenths = render_batch(per_row * rows, color, 100, seed, fonts)
     cell_h, cell_w = preprocess.HEIGHT * 3, preprocess.WIDTH * 3
     sheet = Image.new("RGB", (per_row * cell_w, rows * (cell_h + 12)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
@@ -206,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         for path in args.roll_check:
             print_roll_bias(Path(path))
         return 0
-    print(save_montage(Path(args.montage), args.color, seed=args.seed))
+    print(save_montage(Path(args.montage), args.color, seed=args.seed, fonts=args.fonts))
     return 0
 
 
@@ -215,6 +243,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--montage", default="reports/synth_montage.png", help="PNG to write")
     p.add_argument("--color", choices=("gray", "rgb"), default="gray")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fonts", choices=FONT_SETS, default="matplotlib", help="font set (as train --synth-fonts)")
     p.add_argument("--roll-check", nargs="+", metavar="TFLITE",
                    help="instead: how 100-class GRAY models read synthetic crops, per drawn tenth")
     p.set_defaults(func=run)

@@ -80,6 +80,7 @@ class TrainConfig:
     qat_dropout: bool = False  # keep Dropout active in QAT, as training code version 1 always did
     float_weights: str = "best"  # QAT starts from the best validation epoch, or "last": the schedule's end
     synth: float = 0.0  # synthetic font digits added to the training split, as a fraction of its size
+    synth_fonts: str = "matplotlib"  # the font set they are drawn in (synth.FONT_SETS)
 
     def aug(self) -> dict:
         defaults = {
@@ -114,7 +115,7 @@ class TrainConfig:
 
 # Config keys added after models were shipped: left out of the hash at these defaults.
 CONFIG_ADDED_LATER = {"tenths_weight": 0.0, "patience_after": 0.0, "float_weights": "best", "synth": 0.0,
-                      "digit_weight": 1.0}
+                      "digit_weight": 1.0, "synth_fonts": "matplotlib"}
 
 
 def _short_hash(doc: dict) -> str:
@@ -256,7 +257,7 @@ def with_synthetic(splits: Splits, cfg: TrainConfig) -> Splits:
     from digitrec import synth
 
     n = int(round(cfg.synth * len(splits.y["train"])))
-    x, y, t = synth.render_batch(n, cfg.color, cfg.classes, cfg.seed)
+    x, y, t = synth.render_batch(n, cfg.color, cfg.classes, cfg.seed, cfg.synth_fonts)
     xs = {**splits.x, "train": np.concatenate([splits.x["train"], x])}
     ys = {**splits.y, "train": np.concatenate([splits.y["train"], y.astype(splits.y["train"].dtype)])}
     tenths = dict(splits.tenths)
@@ -271,8 +272,8 @@ def synth_record(cfg: TrainConfig, splits: Splits) -> dict | None:
         return None
     from digitrec import synth
 
-    return {"fraction": cfg.synth, "images": splits.synth, "fonts": list(synth.FONT_FILES),
-            "renderer": synth.RENDERER}
+    return {"fraction": cfg.synth, "images": splits.synth,
+            "fonts": [p.name for p in synth.font_paths(cfg.synth_fonts)], "renderer": synth.RENDERER}
 
 
 def teacher_probabilities(teachers: tuple[str, ...], x: np.ndarray, classes: int, color: str, info: dict,
@@ -662,6 +663,8 @@ def phase_identity(cfg: TrainConfig, info: dict, teacher_sha: dict[str, str], ph
             doc.pop(key)
     if not cfg.synth:  # runs from before synthetic digits existed keep their identity
         doc.pop("synth")
+    if cfg.synth_fonts == "matplotlib":  # likewise runs from before the font sets
+        doc.pop("synth_fonts")
     return _short_hash(doc)
 
 
@@ -872,6 +875,7 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         qat_dropout=_given_or_recipe(args.qat_dropout, recipe, "qat_dropout", False),
         float_weights=_given_or_recipe(args.float_weights, recipe, "float_weights", "best"),
         synth=_given_or_recipe(args.synth, recipe, "synth", 0.0),
+        synth_fonts=_given_or_recipe(args.synth_fonts, recipe, "synth_fonts", "matplotlib"),
     )
 
 
@@ -991,6 +995,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--synth", type=float, metavar="FRACTION",
                    help="add synthetic font digits (digitrec synth) to the training split, this fraction of "
                    "its size (default: the shipped recipe, else 0)")
+    p.add_argument("--synth-fonts", choices=("matplotlib", "more"),
+                   help="font set of the synthetic digits: matplotlib's 12 bundled fonts, or 'more' (22, "
+                   "adding Roboto, Lato, Source Sans Pro, Helvetica, Times, Courier clones; "
+                   "default: the shipped recipe, else matplotlib)")
     p.add_argument("--teachers-dir", default="exported_models", help="where --teacher ids live")
     p.add_argument("--out", default="exported_models", help="export root (default exported_models)")
     p.add_argument("--runs", default=RUNS_DIR, help="checkpoint root, outside git (default runs)")
