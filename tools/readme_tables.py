@@ -124,20 +124,22 @@ def models_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
             "*New-meter aug.*: trained with the augmentation that imitates other meters (inverted gray "
             "levels, other crop aspect ratios), worth 4-5 points on meters never seen in training alone, "
             "about a point or less on top of the synthetic fonts "
-            "([docs/experiments.md](docs/experiments.md#many-held-out-meters---split-mode-meter)); *+ fonts*: also "
-            "synthetic digits in other fonts, *fonts only*: those without the augmentation (`train --synth`, "
+            "([docs/experiments.md](docs/experiments.md#many-held-out-meters---split-mode-meter)); *+ N fonts*: also "
+            "synthetic digits in N other fonts (12, or 22 with `--synth-fonts more`), *fonts only*: those without "
+            "the augmentation (`train --synth`, "
             "[docs/experiments.md](docs/experiments.md#synthetic-font-digits---synth)).")
     return "\n".join([NOTE, note, "", bench.md_table(head, body)])
 
 
 def _meter_aug(card: dict[str, Any]) -> str:
-    """'yes' when the card's augmentation turns on any key of train.NEW_METER_AUG; '+ fonts'
-    when it also trained on synthetic font digits (train --synth), 'fonts only' without the first."""
+    """'yes' when the card's augmentation turns on any key of train.NEW_METER_AUG; '+ N fonts'
+    when it also trained on synthetic digits in N fonts (train --synth), '(N) fonts only' without the first."""
     training = card.get("training") or {}
     aug = training.get("augment") or {}
     out = "yes" if any(aug.get(k) for k in NEW_METER_AUG["augment"]) else "no"
     if training.get("synth"):
-        return "yes + fonts" if out == "yes" else "fonts only"
+        fonts = len(training["synth"].get("fonts") or [])
+        return f"yes + {fonts} fonts" if out == "yes" else f"{fonts} fonts only"
     return out
 
 
