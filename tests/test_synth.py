@@ -76,7 +76,8 @@ def test_synthetic_images_join_the_training_split_only():
     assert all(mixed.x[k] is xs[k] for k in ("val", "test"))
     np.testing.assert_array_equal(mixed.y["train"][40:], labels.class10_from_class100(mixed.tenths["train"][40:]))
     assert train.with_synthetic(mixed, cfg) is mixed  # never added twice
-    assert train.synth_record(cfg, mixed) == {"fraction": 0.25, "images": 10, "fonts": list(synth.FONT_FILES),
+    assert train.synth_record(cfg, mixed) == {"fraction": 0.25, "images": 10, "font_set": "matplotlib",
+                                              "fonts": list(synth.FONT_FILES),
                                               "renderer": synth.RENDERER}
     assert train.synth_record(train.TrainConfig("dr"), splits) is None
     assert train.with_synthetic(splits, train.TrainConfig("dr")) is splits

@@ -272,7 +272,7 @@ def synth_record(cfg: TrainConfig, splits: Splits) -> dict | None:
         return None
     from digitrec import synth
 
-    return {"fraction": cfg.synth, "images": splits.synth,
+    return {"fraction": cfg.synth, "images": splits.synth, "font_set": cfg.synth_fonts,
             "fonts": [p.name for p in synth.font_paths(cfg.synth_fonts)], "renderer": synth.RENDERER}
 
 
