@@ -23,6 +23,15 @@ def _real_crops(real_data: Path, dest: Path, n: int = 40) -> dict[str, float]:
     return out
 
 
+def _predict_on_board(crops: Path, out: Path, board, baud: str) -> int:
+    """`digitrec predict --port` with the 10-class v4 on an already started (virtual) board."""
+    try:
+        return cli.main(["predict", str(crops), "--model", str(MODELS / "10cls_GRAY" / "v4"), "--port", board.port,
+                         "--baud", baud, "--bench", str(out.parent / "none.json"), "--csv", str(out), "--quiet"])
+    finally:
+        board.stop()
+
+
 def _rows(path: Path) -> dict[str, dict[str, str]]:
     with path.open() as f:
         return {Path(r["file"]).name: r for r in csv.DictReader(f)}
@@ -101,14 +110,9 @@ def test_predict_on_a_board_that_resets_mid_run(real_data, tmp_path, capsys):
     crops.mkdir()
     truth = _real_crops(real_data, crops, n=24)
     (crops / "broken.jpg").write_bytes(b"not a jpeg")
-    model = MODELS / "10cls_GRAY" / "v4"
     out = tmp_path / "readings.csv"
-    board = device.VirtualProcess(model, 0, ["--reset-after", "7"])
-    try:
-        rc = cli.main(["predict", str(crops), "--model", str(model), "--port", board.port, "--baud", "0",
-                       "--bench", str(tmp_path / "none.json"), "--csv", str(out), "--quiet"])
-    finally:
-        board.stop()
+    board = device.VirtualProcess(MODELS / "10cls_GRAY" / "v4", 0, ["--reset-after", "7"])
+    rc = _predict_on_board(crops, out, board, "0")
 
     assert rc == 0
     printed = capsys.readouterr()
@@ -150,15 +154,10 @@ def test_predict_board_lost_mid_run_keeps_what_was_read(real_data, tmp_path, cap
     crops = tmp_path / "crops"
     crops.mkdir()
     truth = _real_crops(real_data, crops, n=24)
-    model = MODELS / "10cls_GRAY" / "v4"
     out = tmp_path / "readings.csv"
-    board = device.VirtualProcess(model, 115200)  # about 0.6 s per raw crop at this line rate
+    board = device.VirtualProcess(MODELS / "10cls_GRAY" / "v4", 115200)  # about 0.6 s per raw crop at this rate
     threading.Timer(3.0, board.proc.kill).start()
-    try:
-        rc = cli.main(["predict", str(crops), "--model", str(model), "--port", board.port, "--baud", "115200",
-                       "--bench", str(tmp_path / "none.json"), "--csv", str(out), "--quiet"])
-    finally:
-        board.stop()
+    rc = _predict_on_board(crops, out, board, "115200")
 
     assert rc == 3
     assert board.port in capsys.readouterr().err
