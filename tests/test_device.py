@@ -370,6 +370,20 @@ def test_faults_reset_and_killed_host_then_resume(env: dict[str, Path], clean: t
     assert summary["images"] == len(ref) and summary["agreement"] >= 0.999
 
 
+def test_sigterm_stops_with_answers_saved_and_the_virtual_device_gone(env: dict[str, Path]) -> None:
+    """`kill` on a bench with `--port virtual` stops it like Ctrl-C: exit 130, answers kept, and
+    the virtual device it started (its own session, so the signal does not reach it) stopped."""
+    out = env["base"] / "sigterm.jsonl"
+    proc = _bench_process(env, "virtual", out, "--baud", "115200")
+    _wait_rows(out, 3, proc)
+    proc.terminate()
+    assert proc.wait(60) == 130
+    assert 3 <= _rows_in(out)
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-f", f"digitrec.virtual --model {env['gray']}"], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
+
+
 def test_dead_port_stops_with_answers_saved(env: dict[str, Path]) -> None:
     virt = device.VirtualProcess(env["gray"], 115200)  # ~60 ms per image: the run outlasts the test's wait
     out = env["base"] / "dead.jsonl"

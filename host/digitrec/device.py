@@ -659,9 +659,18 @@ class VirtualProcess:
                 self.proc.wait()
 
 
-def stop_like_ctrl_c(*_: Any) -> None:
-    """SIGTERM handler: stop as Ctrl-C does, so what was answered is kept."""
+def _raise_interrupt(*_: Any) -> None:
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """Within it, `kill` (SIGTERM) stops like Ctrl-C, so what was answered is kept."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def positive_int(text: str) -> int:
@@ -684,24 +693,20 @@ def run_bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     done = _resume_state(out, model, args.mode) if args.resume else set()
     ds, indices = select_images(args.data, args.split, args.limit)
-    previous = signal.signal(signal.SIGTERM, stop_like_ctrl_c)  # `kill`: stop like Ctrl-C, answers kept
-    try:
-        with session(args.port, model, args.baud) as (link, info):
-            meta = {"kind": "meta", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "port": args.port,
-                    "mode": args.mode, "model": model.card["name"], "model_path": str(model.path),
-                    "classes": model.classes, "color": model.card["color"], "baud": args.baud,
-                    "split": args.split, "data": str(ds.root), "info": info}
-            indices = [i for i in indices if ds.items[i].path not in done]
-            work = build_work(ds, indices, model, args.mode, args.raw_format, not args.no_ref_kernels) if indices else []
-            results = ResultsFile(out, args.resume)
-            results.write(meta)
-            try:
-                stream = _stream(args, link, ds.root, work, info, model, results)
-            finally:
-                results.close()
-            timing = None if stream["stopped"] else timed_run(link, _timed_run_timeout(out))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_ctrl_c(), session(args.port, model, args.baud) as (link, info):
+        meta = {"kind": "meta", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "port": args.port,
+                "mode": args.mode, "model": model.card["name"], "model_path": str(model.path),
+                "classes": model.classes, "color": model.card["color"], "baud": args.baud,
+                "split": args.split, "data": str(ds.root), "info": info}
+        indices = [i for i in indices if ds.items[i].path not in done]
+        work = build_work(ds, indices, model, args.mode, args.raw_format, not args.no_ref_kernels) if indices else []
+        results = ResultsFile(out, args.resume)
+        results.write(meta)
+        try:
+            stream = _stream(args, link, ds.root, work, info, model, results)
+        finally:
+            results.close()
+        timing = None if stream["stopped"] else timed_run(link, _timed_run_timeout(out))
     return _finish(args, out, meta, stream, timing)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,9 +141,8 @@ def read_on_device(m: Model, readings: list[Reading], port: str, baud: int, wind
         device.check_device(info, dm)
         bar.write(f"board reset detected (boot_id {info.get('boot_id')}); re-sending requests in flight")
 
-    previous = signal.signal(signal.SIGTERM, device.stop_like_ctrl_c)  # `kill`: stop like Ctrl-C, readings kept
     try:
-        with device.session(port, dm, baud) as (link, info):
+        with device.sigterm_as_ctrl_c(), device.session(port, dm, baud) as (link, info):
             timeout = device.default_timeout(window, baud or P.DEFAULT_BAUD, P.MAX_PAYLOAD + P.OVERHEAD)
             budget = int(info.get("rx_buffer") or device.MAX_INFLIGHT_BYTES)
             s = device.Streamer(link, Path("/"), window, timeout, info.get("boot_id"), on_row, on_info, budget)
@@ -155,7 +153,6 @@ def read_on_device(m: Model, readings: list[Reading], port: str, baud: int, wind
         return str(exc)
     finally:
         bar.close()
-        signal.signal(signal.SIGTERM, previous)
     return ""
 
 

@@ -954,6 +954,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from digitrec import synth
     from digitrec.models import MODEL_NAMES
 
     p = sub.add_parser(
@@ -995,7 +996,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--synth", type=float, metavar="FRACTION",
                    help="add synthetic font digits (digitrec synth) to the training split, this fraction of "
                    "its size (default: the shipped recipe, else 0)")
-    p.add_argument("--synth-fonts", choices=("matplotlib", "more"),
+    p.add_argument("--synth-fonts", choices=synth.FONT_SETS,
                    help="font set of the synthetic digits: matplotlib's 12 bundled fonts, or 'more' (22, "
                    "adding Roboto, Lato, Source Sans Pro, Helvetica, Times, Courier clones; "
                    "default: the shipped recipe, else matplotlib)")
