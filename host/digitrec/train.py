@@ -173,7 +173,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("dr", 10, "gray"): {**NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS, "tenths_weight": 1.0,
                          "patience_after": 1.0},
     ("v3", 10, "gray"): {**QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
-    ("v4", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
+    ("v4", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
     ("v6", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS},
     ("v7", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
     ("v9", 10, "gray"): {**NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
