@@ -362,6 +362,21 @@ def test_meter_errors_sorts_mistakes_by_kind():
     assert k == {"images": 7, "wrong": 5, "boundary": 1, "off1": 1, "off2plus": 3}
 
 
+def test_rgb_table_names_what_the_twins_recipes_differ_in():
+    tool = _tool("readme_tables")
+    gray = {"epochs": 80, "qat_dropout": False, "augment": {"invert_p": 0.3, "erase_p": 0.0, "channel_gain": 0.0},
+            "synth": {"fonts": ["a"] * 22}}
+    same = {**gray, "augment": {"invert_p": 0.3, "channel_gain": 0.1}}  # older card without erase_p; colour gain
+    assert tool.recipe_differences(gray, same) == []
+    rgb = {**same, "qat_dropout": True, "augment": {"invert_p": 0.0}, "synth": {"fonts": ["a"] * 12}}
+    assert tool.recipe_differences(gray, rgb) == ["qat_dropout False / True", "invert_p 0.3 / 0.0",
+                                                  "synthetic-digit fonts 22 / 12"]
+    card = {"family": "dr", "classes": 10, "accuracy": {"int8_test": 0.98}}
+    block = tool.rgb_block([("10cls_GRAY/dr", {**card, "color": "GRAY", "training": gray}),
+                            ("10cls_RGB/dr", {**card, "color": "RGB", "training": rgb})])
+    assert "| dr | 10 | 98.0 % (80) | 98.0 % (80) | +0.0 pt | qat_dropout False / True; invert_p" in block
+
+
 def test_readme_tables_rewrite_only_between_markers(tmp_path):
     tool = _tool("readme_tables")
     good = dict.fromkeys(bench.ROW_KEYS)

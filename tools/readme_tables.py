@@ -219,16 +219,35 @@ def training_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
 def rgb_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
     """GRAY vs RGB for every family shipped in both colours (same class count)."""
     by_key = {(c.get("family"), c.get("classes"), c.get("color")): c for _, c in cards}
-    lines = [NOTE, "| family | classes | GRAY int8 acc. (float epochs) | RGB int8 acc. (float epochs) | RGB - GRAY |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [NOTE, "| family | classes | GRAY int8 acc. (float epochs) | RGB int8 acc. (float epochs) | RGB - GRAY "
+             "| recipe differs (GRAY / RGB) |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for (family, classes, color), rgb in sorted(by_key.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         gray = by_key.get((family, classes, "GRAY"))
         if color != "RGB" or gray is None:
             continue
         g, r = gray["accuracy"]["int8_test"], rgb["accuracy"]["int8_test"]
+        diff = "; ".join(recipe_differences(gray["training"], rgb["training"])) or "no"
         lines.append(f"| {family} | {classes} | {_pct(g, 1)} ({gray['training'].get('epochs', '-')}) "
-                     f"| {_pct(r, 1)} ({rgb['training'].get('epochs', '-')}) | {_points(r, g)} |")  # fmt: skip
+                     f"| {_pct(r, 1)} ({rgb['training'].get('epochs', '-')}) | {_points(r, g)} | {diff} |")  # fmt: skip
     return "\n".join(lines)
+
+
+# Recipe keys of a card's `training` that a GRAY/RGB comparison must hold equal.
+RECIPE_KEYS = ("epochs", "qat_epochs", "batch", "label_smoothing", "teachers", "kd_alpha", "tenths_weight",
+               "patience_after", "qat_dropout", "float_weights", "seed")
+
+
+def recipe_differences(gray: dict[str, Any], rgb: dict[str, Any]) -> list[str]:
+    """What two cards' recipes differ in besides colour, as 'key GRAY / RGB' strings. Augmentation keys
+    missing from an older card count as off; `channel_gain` (colour only) is not a difference."""
+    out = [f"{k} {gray.get(k)} / {rgb.get(k)}" for k in RECIPE_KEYS if gray.get(k) != rgb.get(k)]
+    ga, ra = gray.get("augment") or {}, rgb.get("augment") or {}
+    out += [f"{k} {ga.get(k, 0.0)} / {ra.get(k, 0.0)}" for k in sorted(set(ga) | set(ra))
+            if k != "channel_gain" and ga.get(k, 0.0) != ra.get(k, 0.0)]
+    gf, rf = (len((t.get("synth") or {}).get("fonts") or []) for t in (gray, rgb))
+    if gf != rf:
+        out.append(f"synthetic-digit fonts {gf} / {rf}")
+    return out
 
 
 def _points(a: float | None, b: float | None) -> str:

@@ -202,7 +202,8 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v17", 100, "gray"): LONG_SCHEDULE,
     ("original_haverland", 100, "gray"): {"qat_epochs": 10},
 
-    # RGB twins train with their GRAY twin's recipe (dr: + QAT dropout), so colour is all that differs
+    # RGB twins train with their GRAY twin's recipe (dr: + QAT dropout), so colour is all that differs;
+    # dr RGB keeps 12 fonts: with 22 the ship rule refused it (docs/experiments.md, "More fonts")
     ("dr", 10, "rgb"): {**NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, "tenths_weight": 1.0, "patience_after": 1.0, **QAT_DROPOUT},
     ("v4", 10, "rgb"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
     ("original_haverland", 10, "rgb"): {**LONG_SCHEDULE, **FONT_DIGITS, **NEW_METER_AUG_STEADY_ROLL},
