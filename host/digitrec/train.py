@@ -205,7 +205,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     # RGB twins train with their GRAY twin's recipe (dr: + QAT dropout), so colour is all that differs;
     # dr RGB keeps 12 fonts: with 22 the ship rule refused it (docs/experiments.md, "More fonts")
     ("dr", 10, "rgb"): {**NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, "tenths_weight": 1.0, "patience_after": 1.0, **QAT_DROPOUT},
-    ("v4", 10, "rgb"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
+    ("v4", 10, "rgb"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
     ("original_haverland", 10, "rgb"): {**LONG_SCHEDULE, **FONT_DIGITS, **NEW_METER_AUG_STEADY_ROLL},
 }
 # RGB twins of GRAY models (10 classes), shipped to measure what colour buys.
