@@ -375,6 +375,10 @@ def test_rgb_table_names_what_the_twins_recipes_differ_in():
     block = tool.rgb_block([("10cls_GRAY/dr", {**card, "color": "GRAY", "training": gray}),
                             ("10cls_RGB/dr", {**card, "color": "RGB", "training": rgb})])
     assert "| dr | 10 | 98.0 % (80) | 98.0 % (80) | +0.0 pt | qat_dropout False / True; invert_p" in block
+    assert "colour only" not in block  # no twin to summarise
+    better = {**card, "color": "RGB", "training": same, "accuracy": {"int8_test": 0.983}}
+    block = tool.rgb_block([("10cls_GRAY/dr", {**card, "color": "GRAY", "training": gray}), ("10cls_RGB/dr", better)])
+    assert "| +0.3 pt | no |" in block and "Of the 1 twins that differ in colour only" in block
 
 
 def test_readme_tables_rewrite_only_between_markers(tmp_path):
