@@ -240,15 +240,16 @@ def rgb_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-# Recipe keys of a card's `training` that a GRAY/RGB comparison must hold equal.
-RECIPE_KEYS = ("epochs", "qat_epochs", "batch", "label_smoothing", "teachers", "kd_alpha", "tenths_weight",
-               "patience_after", "qat_dropout", "float_weights", "seed")
+# Keys of a card's `training` that are measurements, not recipe (`augment` and `synth` are compared
+# apart), so that any recipe key a later card gains is compared without listing it here.
+NOT_RECIPE = {"wall_s", "best_epoch", "teacher_sha256", "val_accuracy_float", "val_accuracy_qat", "augment", "synth"}
 
 
 def recipe_differences(gray: dict[str, Any], rgb: dict[str, Any]) -> list[str]:
     """What two cards' recipes differ in besides colour, as 'key GRAY / RGB' strings. Augmentation keys
     missing from an older card count as off; `channel_gain` (colour only) is not a difference."""
-    out = [f"{k} {gray.get(k)} / {rgb.get(k)}" for k in RECIPE_KEYS if gray.get(k) != rgb.get(k)]
+    keys = sorted((set(gray) | set(rgb)) - NOT_RECIPE)
+    out = [f"{k} {gray.get(k)} / {rgb.get(k)}" for k in keys if gray.get(k) != rgb.get(k)]
     ga, ra = gray.get("augment") or {}, rgb.get("augment") or {}
     out += [f"{k} {ga.get(k, 0.0)} / {ra.get(k, 0.0)}" for k in sorted(set(ga) | set(ra))
             if k != "channel_gain" and ga.get(k, 0.0) != ra.get(k, 0.0)]
