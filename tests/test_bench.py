@@ -211,6 +211,21 @@ def test_pareto_front_and_budgets():
     assert "| 64 KB | t | 97.0 % |" in bench.digit_budget_markdown(rows)
 
 
+def test_threshold_that_answers_nothing_on_test_is_plotted_and_tabled(tmp_path):
+    """A threshold reached on validation can answer no test image (accuracy of answers None)."""
+    from digitrec import confidence
+
+    conf, correct = np.array([0.3, 0.5, 0.6]), np.array([True, False, True])
+    answered, acc = confidence.answered(conf, correct, 0.9)
+    assert (answered, acc) == (0.0, None)
+    row = {"model": "10cls_GRAY/m", "classes": 10, "size_bytes": 30_000, "accuracy": 2 / 3, "accuracy_tol": None,
+           "confidence_target": 0.995, "confidence_threshold": 0.9, "answered": answered, "accuracy_answered": acc,
+           "_coverage_curve": confidence.coverage_curve(conf, correct)}
+    bench.plot_accuracy_vs_answered([row], tmp_path / "answered.png")
+    assert (tmp_path / "answered.png").stat().st_size > 0
+    assert bench.confidence_cells([row])[0][4:6] == ["0.0 %", "-"]
+
+
 # ----------------------------------------------------------------------------- inference
 
 

@@ -982,7 +982,8 @@ def plot_accuracy_vs_answered(rows: list[dict[str, Any]], path: Path) -> None:
             if r.get("_coverage_curve") is not None:
                 cov, acc = r["_coverage_curve"]
                 ax.plot(100 * cov, 100 * acc, lw=1.2, label=f"{r['model']} ({fmt_kb(r['size_bytes'])} KB)")
-                if r.get("confidence_threshold") is not None:
+                # a threshold chosen on validation may answer nothing on this split: no dot then
+                if r.get("accuracy_answered") is not None:
                     ax.plot(100 * r["answered"], 100 * r["accuracy_answered"], "o", ms=4, color=ax.lines[-1].get_color())
         ax.axhline(100 * confidence.TARGETS[classes], color="0.5", ls="--", lw=0.8, label="target")
         ax.set_xlabel("images answered, most confident first (%)")
