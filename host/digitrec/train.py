@@ -177,7 +177,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v6", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS},
     ("v7", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
     ("v9", 10, "gray"): {**NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
-    ("v12", 10, "gray"): {**QAT_DROPOUT, **FONT_DIGITS, **STEADY_ROLL},
+    ("v12", 10, "gray"): {**QAT_DROPOUT, **FONT_DIGITS, **NEW_METER_AUG_STEADY_ROLL, **MORE_FONTS},
     ("v15", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
     ("v16", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
     ("v17", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG_STEADY_ROLL},
