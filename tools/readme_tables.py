@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         plot = _link(args.plot_dest, args.readme) if plot_src.is_file() else None
         new, found = replace_block(new, "bench", bench_block(rows, load_summary(args.json, rows), plot))
         if not found:
-            print("readme_tables: no <!-- bench:begin/end --> markers in the README", file=sys.stderr)
+            print(f"readme_tables: no <!-- bench:begin/end --> markers in {args.readme}", file=sys.stderr)
         elif plot and not args.check:
             args.plot_dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(plot_src, args.plot_dest)
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     new, _ = replace_block(new, "rgb", rgb_block(cards))
     new, found = replace_block(new, "models", models_block(cards))
     if not found:
-        print("readme_tables: no <!-- models:begin/end --> markers in the README", file=sys.stderr)
+        print(f"readme_tables: no <!-- models:begin/end --> markers in {args.readme}", file=sys.stderr)
     if args.check:
         if new != text:
             print(f"readme_tables: {args.readme} is out of date; run tools/readme_tables.py", file=sys.stderr)
