@@ -172,7 +172,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     # dr's 10-class head reads digits through tenths, trained on both (docs/experiments.md)
     ("dr", 10, "gray"): {**NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS, "tenths_weight": 1.0,
                          "patience_after": 1.0},
-    ("v3", 10, "gray"): {**QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
+    ("v3", 10, "gray"): {**QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
     ("v4", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
     ("v6", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS},
     ("v7", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
@@ -189,7 +189,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
                           "qat_epochs": 15, **NEW_METER_AUG, **FONT_DIGITS},
     ("v3", 100, "gray"): LONG_SCHEDULE,
     ("v4", 100, "gray"): {**LONG_SCHEDULE, "float_weights": "last", **NEW_METER_AUG, **FONT_DIGITS},
-    ("v6", 100, "gray"): {**LONG_SCHEDULE, "qat_epochs": 12, **NEW_METER_AUG, **FONT_DIGITS},  # 1.5x its QAT epochs, as dr 100
+    ("v6", 100, "gray"): {**LONG_SCHEDULE, "qat_epochs": 12, **NEW_METER_AUG, **FONT_DIGITS, **MORE_FONTS},  # 1.5x its QAT epochs, as dr 100
     # 8 QAT epochs left the int8 model 0.72 points above its float one on test; 12 keep it level
     ("v7", 100, "gray"): {**LONG_SCHEDULE, "qat_epochs": 12, **NEW_METER_AUG, **FONT_DIGITS},
     # the whole schedule (it stopped at epoch 36 of 70) and 1.5x its QAT epochs, as dr 100
