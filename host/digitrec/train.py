@@ -181,7 +181,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v15", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
     ("v16", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
     ("v17", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG_STEADY_ROLL},
-    ("mnist_quantization", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
+    ("mnist_quantization", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
     ("original_haverland", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS, **NEW_METER_AUG_STEADY_ROLL},
 
     # with synthetic digits, 1.5x the QAT epochs scored higher int8 validation accuracy (docs/experiments.md)

@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "mnist_quantization"
-#define DR_MODEL_SHA256 "a9273c398a8a686a2548d04bceb484cefe9637cc1269e3dd9f76f473e23e9ddd"
+#define DR_MODEL_SHA256 "0cbc7fdf61876d00faabc9a38c4c210234b77a87e657c89a4749633842e21fb1"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
