@@ -175,7 +175,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("v3", 10, "gray"): {**QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
     ("v4", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
     ("v6", 10, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS},
-    ("v7", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG},
+    ("v7", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG, **FONT_DIGITS, **MORE_FONTS},
     ("v9", 10, "gray"): {**NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
     ("v12", 10, "gray"): {**QAT_DROPOUT, **FONT_DIGITS, **NEW_METER_AUG_STEADY_ROLL, **MORE_FONTS},
     ("v15", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
