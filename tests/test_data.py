@@ -220,11 +220,19 @@ def test_no_leak_on_real_data(real_data: Path) -> None:
 def test_real_data_cached_load_is_fast(real_data: Path) -> None:
     data.load_dataset(real_data, progress=False)  # fills the cache if needed
     # CPU time, not wall time: a busy machine (training in the background) must not fail this.
-    # Decoding the 25.7k files costs about 12 s of CPU; a cached load about 2 s.
+    # Decoding the 25.7k files costs about 12 s of CPU on the CI machine, a cached load about 2 s;
+    # the same machine's CPU speed varies up to 3x from day to day, so the budget is relative:
+    # a cached load costs less than a third of decoding every file, timed on a sample here.
     t0 = time.process_time()
     ds = data.load_dataset(real_data, progress=False)
+    cached_s = time.process_time() - t0
     assert ds.from_cache == len(ds.items)
-    assert time.process_time() - t0 < 4.0
+    sample = ds.items[:: max(1, len(ds.items) // 1500)]
+    t0 = time.process_time()
+    for item in sample:
+        data._decode_one((str(real_data), item.path))
+    decode_all_s = (time.process_time() - t0) / len(sample) * len(ds.items)
+    assert cached_s < decode_all_s / 3, f"cached load {cached_s:.1f} s CPU, decoding all {decode_all_s:.1f} s"
 
 
 def test_cache_writes_from_concurrent_loads_do_not_collide(tmp_path: Path) -> None:
