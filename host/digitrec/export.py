@@ -193,7 +193,8 @@ def io_quant(model_bytes: bytes) -> tuple[dict, dict]:
 
 
 def litert_predict(model_bytes: bytes, x_int8: np.ndarray, batch: int = 256) -> np.ndarray:
-    """int8 outputs of the TFLite reference kernels (no delegates) for int8 inputs."""
+    """int8 outputs of LiteRT's builtin kernels (no default delegates) for int8 inputs; for the
+    reference kernels, whose arithmetic TFLM shares, see `device.ref_kernels`."""
     interp = _litert(model_bytes)
     inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
     results = []
