@@ -321,10 +321,6 @@ def unpack_info(payload: bytes) -> dict[str, Any]:
     return info
 
 
-def frame_bytes_on_wire(payload_len: int) -> int:
-    return payload_len + OVERHEAD
-
-
 def line_rate_bytes_per_s(baud: int) -> float:
     """Payload ceiling of an 8N1 UART: 10 bits per byte."""
     return baud / BITS_PER_BYTE
