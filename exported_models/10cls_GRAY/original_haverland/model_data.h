@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "original_haverland"
-#define DR_MODEL_SHA256 "afa2d7420038ec3b0c1c889ba07ff71530b2a1f6131f643aa34355299814ff03"
+#define DR_MODEL_SHA256 "888abb5b6498ebb7ffc42e9814e4abd7c6b4113a2b0a0797aa8fdde0ffd76d11"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
