@@ -393,7 +393,11 @@ def test_rgb_table_names_what_the_twins_recipes_differ_in():
     assert "colour only" not in block  # no twin to summarise
     better = {**card, "color": "RGB", "training": same, "accuracy": {"int8_test": 0.983}}
     block = tool.rgb_block([("10cls_GRAY/dr", {**card, "color": "GRAY", "training": gray}), ("10cls_RGB/dr", better)])
-    assert "| +0.3 pt | no |" in block and "Of the 1 twins that differ in colour only" in block
+    assert "| +0.3 pt | no |" in block and "In the one twin that differs in colour only, RGB reads the test split +0.3 pt" in block
+    block = tool.rgb_block([("10cls_GRAY/dr", {**card, "color": "GRAY", "training": gray}), ("10cls_RGB/dr", better),
+                            ("10cls_GRAY/v4", {**card, "family": "v4", "color": "GRAY", "training": gray}),
+                            ("10cls_RGB/v4", {**better, "family": "v4", "accuracy": {"int8_test": 0.979}})])
+    assert "Of the 2 twins that differ in colour only, RGB reads the test split -0.1 pt to +0.3 pt" in block
 
 
 def test_readme_tables_rewrite_only_between_markers(tmp_path):

@@ -233,10 +233,13 @@ def rgb_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
         lines.append(f"| {family} | {classes} | {_pct(g, 1)} ({gray['training'].get('epochs', '-')}) "
                      f"| {_pct(r, 1)} ({rgb['training'].get('epochs', '-')}) | {_points(r, g)} "
                      f"| {'; '.join(differences) or 'no'} |")  # fmt: skip
-    if same_recipe:
+    cost = "for three times the input bytes (and the chip's preprocessing resizes three channels)."
+    if len(same_recipe) == 1:
+        lines.append(f"\nIn the one twin that differs in colour only, RGB reads the test split "
+                     f"{_points(same_recipe[0], 0)} against GRAY, {cost}")  # fmt: skip
+    elif same_recipe:
         lines.append(f"\nOf the {len(same_recipe)} twins that differ in colour only, RGB reads the test split "
-                     f"{_points(min(same_recipe), 0)} to {_points(max(same_recipe), 0)} against GRAY, for three "
-                     "times the input bytes (and the chip's preprocessing resizes three channels).")  # fmt: skip
+                     f"{_points(min(same_recipe), 0)} to {_points(max(same_recipe), 0)} against GRAY, {cost}")  # fmt: skip
     return "\n".join(lines)
 
 
