@@ -477,3 +477,18 @@ def test_ensemble_ceiling_bounds(real_data, capsys):
     assert set(acc) == {"100cls_GRAY/v17", "100cls_GRAY/v6"} and any_right >= max(acc.values())
     assert any("ensemble (mean probability)" in line and "within 0.1" in line for line in lines)
     assert any("smoothed argmax" in line and "circular mean" in line for line in lines)
+
+
+def test_device_table_shows_both_pc_answers():
+    tool = _tool("readme_tables")
+    run = {"board": "virtual", "model": "dr", "classes": 10, "color": "GRAY", "mode": "tensor", "images": 4,
+           "device_accuracy": 0.75, "host_accuracy": 0.75, "agreement": 0.75, "agreement_tflm": 1.0,
+           "scores_identical_tflm": 1.0, "device_infer_us_median": 12000.0, "device_preprocess_us_median": 0.0,
+           "link_utilization": 0.5, "baud": 921600, "retries": 0, "resets": 0, "timings_source": "device"}
+    block = tool.device_block({"runs": [run]})
+    header = next(line for line in block.splitlines() if line.startswith("| board"))
+    assert "agreement (PC TFLM) | scores identical (PC TFLM)" in header
+    assert "| 75.00 % | 100.00 % | 100.00 % | 12,000 |" in block
+    assert header.count("|") == block.splitlines()[block.splitlines().index(header) + 1].count("|")
+    old = {k: v for k, v in run.items() if not k.endswith("_tflm")}  # a run made with --no-tflm
+    assert "| 75.00 % | - | - | 12,000 |" in tool.device_block({"runs": [old]})

@@ -167,8 +167,10 @@ def by_path(rows: list[dict]) -> dict[str, dict]:
 def test_tensor_mode_agrees_with_pc(clean: tuple[dict, list[dict]]) -> None:
     summary, rows = clean
     assert summary["images"] == len(rows) >= SLICE * 0.9
-    assert summary["agreement"] >= 0.999 and summary["agreement_ref_kernels"] >= 0.999
-    assert summary["scores_identical"] >= 0.999
+    assert summary["agreement"] >= 0.999 and summary["scores_identical"] >= 0.999
+    # the virtual device runs the PC's TFLM behind the firmware core: every byte must survive the link
+    assert summary["agreement_tflm"] == summary["scores_identical_tflm"] == 1.0
+    assert all(r["scores"] == r["tflm_scores"] for r in rows)
     assert summary["chip"] == "virtual" and summary["timings_source"] == "host (virtual device)"
     assert summary["timed_run_us_median"] > 0 and summary["device_infer_us_median"] > 0
     assert summary["retries"] == summary["resets"] == 0

@@ -179,15 +179,17 @@ def device_block(doc: dict[str, Any]) -> str:
     """Host-vs-device runs from `digitrec compare`'s compare.json."""
     lines = [
         NOTE,
-        "| board | model | mode | images | device acc | PC acc | agreement | agreement (ref kernels) |"
-        " invoke us (median) | preprocess us (median) | link, % of line rate | retries / resets | timings |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| board | model | mode | images | device acc | PC acc | agreement | agreement (PC TFLM) |"
+        " scores identical (PC TFLM) | invoke us (median) | preprocess us (median) | link, % of line rate |"
+        " retries / resets | timings |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in doc["runs"]:
         lines.append(
             f"| {r['board']} | {r['model']} ({r['classes']} {r['color']}) | {r['mode']} | {r['images']} "
             f"| {_pct(r['device_accuracy'])} | {_pct(r['host_accuracy'])} | {_pct(r['agreement'])} "
-            f"| {_pct(r.get('agreement_ref_kernels'))} | {r['device_infer_us_median']:,.0f} "
+            f"| {_pct(r.get('agreement_tflm'))} | {_pct(r.get('scores_identical_tflm'))} "
+            f"| {r['device_infer_us_median']:,.0f} "
             f"| {r['device_preprocess_us_median']:,.0f} | {_pct(r['link_utilization'], 1)} of {r['baud']} baud "
             f"| {r['retries']} / {r['resets']} | {r['timings_source']} |"
         )

@@ -266,7 +266,7 @@ class Work:
     pc_class: int
     pc_scores: list[int]
     tensor: np.ndarray  # the int8 input (tensor mode, and raw-mode fallback)
-    ref_scores: list[int] | None = None  # LiteRT reference kernels (TFLM's arithmetic)
+    tflm_scores: list[int] | None = None  # the host's TFLite Micro (the firmware's arithmetic)
     sent: str = "tensor"  # "tensor" or "raw:<FORMAT>"
     attempts: int = 0
     payload: bytes | None = None
@@ -287,29 +287,15 @@ def pc_reference(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
         return bench.predict_batched(model_bytes, x, batch=1)
 
 
-def ref_kernels(model_bytes: bytes, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    """int8 scores of LiteRT's *reference* kernels (BUILTIN_REF). LiteRT's builtin kernels are
-    optimized ones: int8 DEPTHWISE_CONV_2D rounds differently from the reference kernels that
-    TFLM (and so the virtual device) runs, so this second PC answer separates kernel rounding
-    from real faults."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+def tflm_reference(model: Model, x: np.ndarray) -> np.ndarray:
+    """int8 scores of the host's TFLite Micro (PyPI ``tflite-micro``): the kernels and the
+    requantization rounding the firmware compiles, so a correct device matches it score for
+    score. LiteRT is not this arithmetic: its optimized DEPTHWISE_CONV_2D and its reference
+    FULLY_CONNECTED (which rounds once where TFLM rounds twice) move a score by an LSB or more."""
+    from digitrec.export import tflm_predict
+    from digitrec.virtual import ARENA_MARGIN
 
-    it = Interpreter(model_content=model_bytes, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    inp, out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-    try:
-        it.resize_tensor_input(inp, [batch, *x.shape[1:]], strict=False)
-        it.allocate_tensors()
-    except (RuntimeError, ValueError):  # fixed batch
-        batch = 1
-        it.allocate_tensors()
-    rows = []
-    for s in range(0, len(x), batch):
-        chunk = x[s:s + batch]
-        pad = np.zeros((batch - len(chunk), *x.shape[1:]), dtype=np.int8)
-        it.set_tensor(inp, np.concatenate([chunk, pad]) if len(pad) else chunk)
-        it.invoke()
-        rows.append(it.get_tensor(out).reshape(batch, -1)[:len(chunk)].copy())
-    return np.concatenate(rows) if rows else np.zeros((0, 0), np.int8)
+    return tflm_predict(model.tflite, x, int(model.card["arena_bytes"]) + ARENA_MARGIN)
 
 
 def select_images(data: str | Path, split: str, limit: int | None) -> tuple[Any, list[int]]:
@@ -329,7 +315,7 @@ def spread(indices: list[int], limit: int | None) -> list[int]:
 
 
 def build_work(ds: Any, indices: list[int], model: Model, mode: str, raw_format: str,
-               with_ref: bool = True) -> list[Work]:
+               with_tflm: bool = True) -> list[Work]:
     from digitrec.preprocess import to_int8
 
     x, y, paths = ds.arrays(indices, model.color, model.classes)
@@ -337,9 +323,9 @@ def build_work(ds: Any, indices: list[int], model: Model, mode: str, raw_format:
     scores = pc_reference(model.tflite, xq)
     work = [Work(p, int(lbl), int(c), [int(v) for v in s], t)
             for p, lbl, c, s, t in zip(paths, y, read_class(scores), scores, xq, strict=True)]
-    if with_ref:
-        for w, r in zip(work, ref_kernels(model.tflite, xq), strict=True):
-            w.ref_scores = [int(v) for v in r]
+    if with_tflm:
+        for w, r in zip(work, tflm_reference(model, xq), strict=True):
+            w.tflm_scores = [int(v) for v in r]
     if mode == "raw":
         for w in work:
             w.sent = raw_plan(ds.root, w.path, model.color, raw_format)
@@ -584,7 +570,7 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any
         return round(sum(1 for r in ok if pred(r)) / n, 6) if n else None
 
     raw_rows = [r for r in ok if str(r.get("sent", "")).startswith("raw")]
-    with_ref = bool(ok) and all("ref_class" in r for r in ok)
+    with_tflm = bool(ok) and all("tflm_class" in r for r in ok)
     info = meta.get("info", {})
     virtual = info.get("chip") == "virtual"
     return {
@@ -604,8 +590,8 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any
         "host_accuracy": frac(lambda r: r["pc_class"] == r["label"]),
         "agreement": frac(lambda r: r["device_class"] == r["pc_class"]),
         "scores_identical": frac(lambda r: r["scores"] == r["pc_scores"]),
-        "agreement_ref_kernels": frac(lambda r: r["device_class"] == r["ref_class"]) if with_ref else None,
-        "scores_identical_ref_kernels": frac(lambda r: r["scores"] == r["ref_scores"]) if with_ref else None,
+        "agreement_tflm": frac(lambda r: r["device_class"] == r["tflm_class"]) if with_tflm else None,
+        "scores_identical_tflm": frac(lambda r: r["scores"] == r["tflm_scores"]) if with_tflm else None,
         "device_infer_us_median": _median([r["infer_us"] for r in ok]),
         "device_preprocess_us_median": _median([r["preprocess_us"] for r in raw_rows]) if raw_rows else 0.0,
         "raw_sent": len(raw_rows),
@@ -699,7 +685,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 "classes": model.classes, "color": model.card["color"], "baud": args.baud,
                 "split": args.split, "data": str(ds.root), "info": info}
         indices = [i for i in indices if ds.items[i].path not in done]
-        work = build_work(ds, indices, model, args.mode, args.raw_format, not args.no_ref_kernels) if indices else []
+        work = build_work(ds, indices, model, args.mode, args.raw_format, not args.no_tflm) if indices else []
         results = ResultsFile(out, args.resume)
         results.write(meta)
         try:
@@ -788,8 +774,8 @@ def _stream(args: argparse.Namespace, link: Link, root: Path, work: list[Work], 
 def _row(w: Work, reply: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"kind": "result", "path": w.path, "label": w.label, "sent": w.sent,
                            "attempts": w.attempts, "pc_class": w.pc_class, "pc_scores": w.pc_scores}
-    if w.ref_scores is not None:
-        row.update(ref_class=int(read_class(w.ref_scores)), ref_scores=w.ref_scores)
+    if w.tflm_scores is not None:
+        row.update(tflm_class=int(read_class(w.tflm_scores)), tflm_scores=w.tflm_scores)
     if isinstance(reply, P.Result):
         row.update(device_class=reply.cls, scores=list(reply.scores),
                    preprocess_us=reply.preprocess_us, infer_us=reply.infer_us)
@@ -847,7 +833,8 @@ def print_summary(s: dict[str, Any]) -> None:
         ("device accuracy", _fmt(s["device_accuracy"], True)),
         ("PC accuracy", _fmt(s["host_accuracy"], True)),
         ("agreement", _fmt(s["agreement"], True)),
-        ("agreement, PC reference kernels", _fmt(s["agreement_ref_kernels"], True)),
+        ("agreement, PC TFLite Micro", _fmt(s["agreement_tflm"], True)),
+        ("scores identical, PC TFLite Micro", _fmt(s["scores_identical_tflm"], True)),
         (f"infer us median [{src}]", _fmt(s["device_infer_us_median"])),
         (f"preprocess us median [{src}]", _fmt(s["device_preprocess_us_median"])),
         (f"TIMED_RUN us median [{src}]", _fmt(s["timed_run_us_median"])),
@@ -953,8 +940,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-inflight-bytes", type=int, default=MAX_INFLIGHT_BYTES,
                    help="request bytes in flight at most (default 16384; the board's INFO rx_buffer overrides)")
     b.add_argument("--timeout", type=float, default=None, help="seconds before a request is re-sent (default: from baud)")
-    b.add_argument("--no-ref-kernels", action="store_true",
-                   help="skip the second PC answer from LiteRT's reference kernels (saves a slow pass)")
+    b.add_argument("--no-tflm", action="store_true",
+                   help="skip the second PC answer from the host's TFLite Micro (saves a slow pass)")
     b.add_argument("--json", help="write the summary JSON here")
     b.add_argument("--out", default="device_results.jsonl", help="results JSONL (default device_results.jsonl)")
     b.add_argument("--resume", action="store_true", help="continue an interrupted --out without repeating work")

@@ -9,7 +9,7 @@
   ``tflite-micro``, x86-64 host build) allocates and invokes, found by bisection in a child
   process (TFLM may crash, not raise, when the arena is absurdly small). A 32-bit ESP32 needs
   at most this much (host pointers are 8 bytes).
-* Accuracy: float Keras model vs the int8 model under the TFLite reference kernels
+* Accuracy: float Keras model vs the int8 model under LiteRT's builtin kernels
   (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``; XNNPACK is not bit-exact with TFLM) on the test split.
 
 ``digitrec train`` calls :func:`export_model` as its last step (export is the conversion
@@ -124,13 +124,11 @@ def buffer_spans(model_bytes: bytes) -> list[tuple[int, int]]:
     return spans
 
 
-def _litert(model_bytes: bytes):
+def _litert(model_bytes: bytes, reference: bool = False):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interp = Interpreter(
-        model_content=model_bytes,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
+    kernels = OpResolverType.BUILTIN_REF if reference else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = Interpreter(model_content=model_bytes, experimental_op_resolver_type=kernels)
     interp.allocate_tensors()
     return interp
 
@@ -192,10 +190,10 @@ def io_quant(model_bytes: bytes) -> tuple[dict, dict]:
 # ----------------------------------------------------------------- inference
 
 
-def litert_predict(model_bytes: bytes, x_int8: np.ndarray, batch: int = 256) -> np.ndarray:
-    """int8 outputs of LiteRT's builtin kernels (no default delegates) for int8 inputs; for the
-    reference kernels, whose arithmetic TFLM shares, see `device.ref_kernels`."""
-    interp = _litert(model_bytes)
+def litert_predict(model_bytes: bytes, x_int8: np.ndarray, batch: int = 256, reference: bool = False) -> np.ndarray:
+    """int8 outputs of LiteRT's builtin kernels (no default delegates) for int8 inputs, or of its
+    reference kernels. Neither is TFLM's arithmetic to the bit (docs/device.md, "Two PC answers")."""
+    interp = _litert(model_bytes, reference)
     inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
     results = []
     for s in range(0, len(x_int8), batch):
