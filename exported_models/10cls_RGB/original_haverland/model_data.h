@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "original_haverland"
-#define DR_MODEL_SHA256 "0c8bfee88cfe3d5eee2edf2298adab665a8f19b37f347d4624dbd2d5383b44b5"
+#define DR_MODEL_SHA256 "cf9a54f2a9138ae40735c3c1dee9fb97e3f99609fa635d8867629d8cd3f7ab2b"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "RGB"
 #define DR_MODEL_INPUT_H 32
