@@ -41,7 +41,7 @@ test: lint
 bench: install
 	@test -d "$(DATA)" || { echo "no dataset at $(DATA): pass DATA=DIR, or run '$(VENV)/bin/digitrec data fetch' and pass the folder it prints"; exit 2; }
 	@echo "== 1/4 data: $(DATA)"
-	$(VENV)/bin/digitrec data stats --data "$(DATA)" --json $(REPORT)/data/stats.json --quiet
+	$(VENV)/bin/digitrec data stats --data "$(DATA)" --json $(REPORT)/data/stats.json --time-loads --quiet
 	@echo "== 2/4 PC benchmark of exported_models/ on the test split"
 	$(VENV)/bin/digitrec bench --data "$(DATA)" --report $(REPORT)/bench
 	@echo "== 3/4 device benchmark of $(MODEL) on $(DEVICE) at $(BAUD) baud (tensor, then raw mode)"

@@ -400,6 +400,17 @@ def test_rgb_table_names_what_the_twins_recipes_differ_in():
     assert "Of the 2 twins that differ in colour only, RGB reads the test split -0.1 pt to +0.3 pt" in block
 
 
+def test_readme_data_block_shows_load_times_only_when_measured():
+    tool = _tool("readme_tables")
+    stats = {"images": 20, "groups": 2, "skipped": 1, "duplicate_groups": 0, "duplicate_copies": 0,
+             "conflicting_groups": 0, "near_duplicate_clusters": 20, "largest_cluster": 1, "split_mode": "cluster",
+             "splits": {"train": 14, "val": 3, "test": 3}, "fingerprint": "abc"}  # fmt: skip
+    assert "load time" not in tool.data_block(stats)
+    timing = {"first_s": 12.34, "cached_s": 1.06, "files": 25663, "workers": 2}
+    block = tool.data_block({**stats, "load_timing": timing})
+    assert "| load time: first (25,663 files decoded on 2 processes) / cached | 12.3 s / 1.1 s |" in block
+
+
 def test_readme_tables_rewrite_only_between_markers(tmp_path):
     tool = _tool("readme_tables")
     good = dict.fromkeys(bench.ROW_KEYS)

@@ -217,6 +217,23 @@ def test_no_leak_on_real_data(real_data: Path) -> None:
         assert not (sim >= limit).any(), f"near-copy across the split in class {c}"
 
 
+def test_stats_time_loads_decodes_into_an_empty_cache_and_leaves_the_users_alone(make_dataset, tmp_path: Path,
+                                                                                 capsys) -> None:
+    root = make_dataset(meters=2, per_meter=10)
+    (root / "images" / "meter0" / "3.0_broken.jpg").write_bytes(b"not a jpeg")
+    users = tmp_path / "user-cache"
+    out = tmp_path / "stats.json"
+    assert cli.main(["data", "stats", "--data", str(root), "--cache", str(users), "--json", str(out),
+                     "--time-loads", "--quiet"]) == 0
+    s = json.loads(out.read_text())
+    t = s["load_timing"]
+    assert t["files"] == 21 and t["workers"] == data.decode_workers()  # the broken file is decoded too
+    assert t["first_s"] > 0 and t["cached_s"] > 0
+    assert s["from_cache"] == 21 and s["images"] == 20  # the stats are the cached load's
+    assert not users.exists()  # --time-loads loads through its own temporary cache
+    assert "load timing    first" in capsys.readouterr().out
+
+
 def test_real_data_cached_load_is_fast(real_data: Path) -> None:
     data.load_dataset(real_data, progress=False)  # fills the cache if needed
     # CPU time, not wall time: a busy machine (training in the background) must not fail this.

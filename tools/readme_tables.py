@@ -158,8 +158,17 @@ def data_block(s: dict[str, Any]) -> str:
         f"| near-duplicate clusters (largest) | {s['near_duplicate_clusters']:,} ({s['largest_cluster']}) |",
         f"| split ({s['split_mode']}): train / val / test | {sp['train']:,} / {sp['val']:,} / {sp['test']:,} |",
         *label_rows(s.get("label_consistency")),
+        *load_rows(s.get("load_timing")),
         f"| data fingerprint | `{s['fingerprint']}` |",
     ])  # fmt: skip
+
+
+def load_rows(t: dict[str, Any] | None) -> list[str]:
+    """Load times from `digitrec data stats --time-loads` (targets: 60 s first, 3 s cached)."""
+    if not t:
+        return []
+    return [f"| load time: first ({t['files']:,} files decoded on {t['workers']} processes) / cached | "
+            f"{t['first_s']:.1f} s / {t['cached_s']:.1f} s |"]
 
 
 def label_rows(lc: dict[str, Any] | None) -> list[str]:

@@ -153,6 +153,11 @@ def _decode_one(args: tuple[str, str]) -> tuple[str, str, str, np.ndarray | None
     return rel, sha, pix, preprocess.prepare(rgb, "gray"), preprocess.prepare(rgb, "rgb"), ""
 
 
+def decode_workers() -> int:
+    """Processes that decode uncached files."""
+    return min(os.cpu_count() or 1, 4)
+
+
 def _decode_all(root: Path, rels: list[str], progress: bool) -> list[tuple]:
     if not rels:
         return []
@@ -161,7 +166,7 @@ def _decode_all(root: Path, rels: list[str], progress: bool) -> list[tuple]:
     from tqdm import tqdm
 
     jobs = [(str(root), r) for r in rels]
-    workers = min(os.cpu_count() or 1, 4)
+    workers = decode_workers()
     bar = dict(total=len(jobs), desc="decoding images", unit="img", disable=not progress)
     if workers == 1 or len(jobs) < 200:
         return [_decode_one(j) for j in tqdm(jobs, **bar)]
@@ -265,6 +270,17 @@ def load_dataset(root: str | Path, cache_dir: str | Path | None = None, progress
     _cluster_near_duplicates(ds)
     ds.load_seconds = time.perf_counter() - t0
     return ds
+
+
+def time_loads(root: str | Path, progress: bool = True) -> tuple[Dataset, dict[str, float | int]]:
+    """Load twice through an empty temporary cache: the first load decodes every file (what a
+    fresh machine pays), the second reads the cache the first wrote. The user's cache is untouched."""
+    with tempfile.TemporaryDirectory(prefix="digitrec-load-") as tmp:
+        first = load_dataset(root, cache_dir=tmp, progress=progress)
+        second = load_dataset(root, cache_dir=tmp, progress=False)
+    timing = {"first_s": round(first.load_seconds, 2), "cached_s": round(second.load_seconds, 2),
+              "files": second.from_cache, "workers": decode_workers()}  # fmt: skip
+    return second, timing
 
 
 def _mark_duplicates(items: list[Item]) -> None:
@@ -578,6 +594,9 @@ def _print_stats(s: dict[str, object]) -> None:
             f" {100 * lc['digit_agree']:.2f} % ({100 * lc['digit_agree_boundary']:.1f} % at x.4/x.5)"
         )
     print(f"load time      {s['load_seconds']} s ({s['from_cache']} files from cache)")
+    if t := s.get("load_timing"):
+        print(f"load timing    first {t['first_s']} s ({t['files']} files decoded on {t['workers']} processes,"
+              f" empty cache), cached {t['cached_s']} s")
 
 
 def _data_root(args: argparse.Namespace) -> Path:
@@ -587,8 +606,13 @@ def _data_root(args: argparse.Namespace) -> Path:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    ds = load_dataset(_data_root(args), cache_dir=args.cache, progress=not args.quiet)
+    if args.time_loads:
+        ds, timing = time_loads(_data_root(args), progress=not args.quiet)
+    else:
+        ds, timing = load_dataset(_data_root(args), cache_dir=args.cache, progress=not args.quiet), None
     s = stats(ds, args.split_mode)
+    if timing:
+        s["load_timing"] = timing
     _print_stats(s)
     if args.json:
         out = Path(args.json)
@@ -639,6 +663,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--quiet", action="store_true", help="no progress bar")
     s = verbs.add_parser("stats", parents=[common], help="summary, junk report, duplicates, split sizes (+ montage PNG)")
     s.add_argument("--json", help="write the summary JSON here (a montage PNG is written beside it)")
+    s.add_argument("--time-loads", action="store_true",
+                   help="time a first load (every file decoded, into an empty temporary cache) and a cached "
+                        "load; --cache is not used")
     s.set_defaults(func=run_stats)
     sp = verbs.add_parser("split", parents=[common], help="write the train/val/test/excluded split as JSON")
     sp.add_argument("--out", required=True, help="output JSON file")
