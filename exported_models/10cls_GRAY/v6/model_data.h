@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "v6"
-#define DR_MODEL_SHA256 "09cbe7c4aeafe6672352d7f39f2f0cdc85e0730d3dee9ea12bcb8f6748109756"
+#define DR_MODEL_SHA256 "9df457107d0f38fd049eeffee4bd4cc97bc47cadf3335bce13f3701e225e1d5e"
 #define DR_MODEL_CLASSES 10
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
