@@ -227,7 +227,7 @@ def test_stats_time_loads_decodes_into_an_empty_cache_and_leaves_the_users_alone
                      "--time-loads", "--quiet"]) == 0
     s = json.loads(out.read_text())
     t = s["load_timing"]
-    assert t["files"] == 21 and t["workers"] == data.decode_workers()  # the broken file is decoded too
+    assert t["files"] == 21 and t["workers"] == 1  # the broken file is decoded too; so few need no pool
     assert t["first_s"] >= t["cached_s"] >= 0  # decoding costs more than reading the cache back
     assert s["from_cache"] == 21 and s["images"] == 20  # the stats are the cached load's
     assert not users.exists()  # --time-loads loads through its own temporary cache

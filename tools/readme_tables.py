@@ -167,7 +167,8 @@ def load_rows(t: dict[str, Any] | None) -> list[str]:
     """Load times from `digitrec data stats --time-loads` (targets: 60 s first, 3 s cached)."""
     if not t:
         return []
-    return [f"| load time: first ({t['files']:,} files decoded on {t['workers']} processes) / cached | "
+    procs = f"{t['workers']} process" + ("es" if t["workers"] != 1 else "")
+    return [f"| load time: first ({t['files']:,} files decoded on {procs}) / cached | "
             f"{t['first_s']:.1f} s / {t['cached_s']:.1f} s |"]
 
 

@@ -153,9 +153,9 @@ def _decode_one(args: tuple[str, str]) -> tuple[str, str, str, np.ndarray | None
     return rel, sha, pix, preprocess.prepare(rgb, "gray"), preprocess.prepare(rgb, "rgb"), ""
 
 
-def decode_workers() -> int:
-    """Processes that decode uncached files."""
-    return min(os.cpu_count() or 1, 4)
+def decode_workers(files: int) -> int:
+    """Processes that decode ``files`` uncached files (a few are decoded in-process)."""
+    return 1 if files < 200 else min(os.cpu_count() or 1, 4)
 
 
 def _decode_all(root: Path, rels: list[str], progress: bool) -> list[tuple]:
@@ -166,9 +166,9 @@ def _decode_all(root: Path, rels: list[str], progress: bool) -> list[tuple]:
     from tqdm import tqdm
 
     jobs = [(str(root), r) for r in rels]
-    workers = decode_workers()
+    workers = decode_workers(len(jobs))
     bar = dict(total=len(jobs), desc="decoding images", unit="img", disable=not progress)
-    if workers == 1 or len(jobs) < 200:
+    if workers == 1:
         return [_decode_one(j) for j in tqdm(jobs, **bar)]
     with Pool(workers) as pool:
         return list(tqdm(pool.imap(_decode_one, jobs, chunksize=64), **bar))
@@ -279,7 +279,7 @@ def time_loads(root: str | Path, progress: bool = True) -> tuple[Dataset, dict[s
         first = load_dataset(root, cache_dir=tmp, progress=progress)
         second = load_dataset(root, cache_dir=tmp, progress=False)
     timing = {"first_s": round(first.load_seconds, 2), "cached_s": round(second.load_seconds, 2),
-              "files": second.from_cache, "workers": decode_workers()}  # fmt: skip
+              "files": second.from_cache, "workers": decode_workers(second.from_cache)}  # fmt: skip
     return second, timing
 
 
@@ -595,7 +595,7 @@ def _print_stats(s: dict[str, object]) -> None:
         )
     print(f"load time      {s['load_seconds']} s ({s['from_cache']} files from cache)")
     if t := s.get("load_timing"):
-        print(f"load timing    first {t['first_s']} s ({t['files']} files decoded on {t['workers']} processes,"
+        print(f"load timing    first {t['first_s']} s ({t['files']} files decoded on {t['workers']} process(es),"
               f" empty cache), cached {t['cached_s']} s")
 
 
