@@ -36,7 +36,7 @@ lint: install
 	$(VENV)/bin/ruff check host tests tools
 
 test: lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 bench: install
 	@test -d "$(DATA)" || { echo "no dataset at $(DATA): pass DATA=DIR, or run '$(VENV)/bin/digitrec data fetch' and pass the folder it prints"; exit 2; }
