@@ -457,21 +457,26 @@ def test_qat_dropout_runs_keep_their_version_1_hash(monkeypatch):
 
 
 @pytest.mark.parametrize("qat_dropout", [False, True])
-def test_run_reloads_for_re_export(tmp_path, qat_dropout):
+def test_run_reloads_for_re_export(tmp_path, qat_dropout, request):
     """`digitrec export --run` rebuilds the QAT model a run saved, Dropout left out or kept as the
     run's record says (a version-1 record, without the keys, kept it), and converts it to what
     `train` exported."""
-    splits = synthetic_splits()
-    cfg = train.TrainConfig(model="v4", classes=10, epochs=1, qat_epochs=1, batch=64, qat_dropout=qat_dropout)
-    train.train_model(cfg, splits, tmp_path / "out", tmp_path / "runs")
-    run = tmp_path / "runs" / "10cls_GRAY" / "v4"
-    if qat_dropout:  # as written by training code version 1
+    if qat_dropout:
+        splits, root = synthetic_splits(), tmp_path
+        cfg = train.TrainConfig(model="v4", classes=10, epochs=1, qat_epochs=1, batch=64, qat_dropout=True)
+        card = train.train_model(cfg, splits, root / "out", root / "runs")
+        run = root / "runs" / "10cls_GRAY" / "v4"
         record = json.loads((run / "record.json").read_text())
-        del record["training"]["code_version"], record["training"]["qat_dropout"]
+        del record["training"]["code_version"], record["training"]["qat_dropout"]  # as version 1 wrote it
         (run / "record.json").write_text(json.dumps(record))
+    else:  # the module's run, its Dropout left out
+        out, card, splits = request.getfixturevalue("exported")
+        root = out.parents[2]
+        run = root / "runs" / "10cls_GRAY" / "v4"
+        assert card["training"]["qat_dropout"] is False
     qmodel, _, _ = export.load_run(run)
-    again = export.convert_int8(qmodel, export.representative_subset(splits.x["train"], 500, cfg.seed))
-    exported = (tmp_path / "out" / "10cls_GRAY" / "v4" / "model.tflite").read_bytes()
+    again = export.convert_int8(qmodel, export.representative_subset(splits.x["train"], 500, card["training"]["seed"]))
+    exported = (root / "out" / "10cls_GRAY" / "v4" / "model.tflite").read_bytes()
     iq, _ = export.io_quant(exported)
     x = preprocess.to_int8(splits.x["test"], preprocess.Quant(iq["scale"], iq["zero_point"]))
     diff = export.litert_predict(again, x).astype(int) - export.litert_predict(exported, x).astype(int)
