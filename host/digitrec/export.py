@@ -29,28 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from digitrec import labels, preprocess
+from digitrec import labels, ops, preprocess
 
-# Used only until digitrec.ops (reading firmware/core/dr_ops.def) exists.
-_FALLBACK_OPS = (
-    "CONV_2D DEPTHWISE_CONV_2D FULLY_CONNECTED MAX_POOL_2D AVERAGE_POOL_2D MEAN ADD MUL RESHAPE "
-    "SOFTMAX LOGISTIC QUANTIZE DEQUANTIZE HARD_SWISH PAD CONCATENATION"
-).split()
 CARD_NAME = "card.json"
 ARENA_GRANULARITY = 16
 
 
 class ExportError(RuntimeError):
     """Conversion, quantization or op-check failure (never silently worked around)."""
-
-
-def firmware_ops() -> frozenset[str]:
-    try:
-        from digitrec.ops import FIRMWARE_OPS
-    except ImportError:
-        print("warning: digitrec.ops not found; using the built-in op list", file=sys.stderr)
-        return frozenset(_FALLBACK_OPS)
-    return frozenset(FIRMWARE_OPS)
 
 
 # ----------------------------------------------------------------- conversion
@@ -149,15 +135,12 @@ def tflite_ops(model_bytes: bytes, interp=None) -> list[str]:
     return sorted({op["op_name"] for op in interp._get_ops_details()})  # noqa: SLF001
 
 
-def check_ops(ops: list[str], what: str = "model") -> None:
-    """Raise ExportError naming every op the firmware does not register."""
-    allowed = firmware_ops()
-    bad = [op for op in ops if op not in allowed]
-    if bad:
-        raise ExportError(
-            f"{what} uses op(s) not in firmware/core/dr_ops.def: {', '.join(bad)} "
-            f"(allowed: {', '.join(sorted(allowed))})"
-        )
+def check_ops(op_list: list[str], what: str = "model") -> None:
+    """Raise ExportError naming every op the firmware does not register (firmware/core/dr_ops.def)."""
+    try:
+        ops.check_ops(op_list, what)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def count_macs(model_bytes: bytes) -> int:
@@ -387,8 +370,8 @@ def evaluate(model_bytes: bytes, float_model, x: np.ndarray, y: np.ndarray, clas
 
 def build_card(model_bytes: bytes, meta: dict) -> dict:
     """Card fields measured from the .tflite, merged with ``meta`` (name, classes, data, ...)."""
-    ops = tflite_ops(model_bytes)
-    check_ops(ops, meta.get("name", "model"))
+    op_names = tflite_ops(model_bytes)
+    check_ops(op_names, meta.get("name", "model"))
     iq, oq = io_quant(model_bytes)
     card = {
         "name": meta["name"],
@@ -404,7 +387,7 @@ def build_card(model_bytes: bytes, meta: dict) -> dict:
         "macs": count_macs(model_bytes),
         "arena_bytes": measure_arena(model_bytes),
         "arena_note": "smallest arena that allocates+invokes in PyPI tflite-micro (x86-64 host build)",
-        "ops": ops,
+        "ops": op_names,
         "preprocess": {
             "gray_weights": list(preprocess.GRAY_WEIGHTS),
             "resize": preprocess.RESIZE_FILTER,
