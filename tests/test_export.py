@@ -528,6 +528,39 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys)
     assert not list(run.glob("*.superseded-*"))
 
 
+def test_a_kill_between_checkpoint_and_state_resumes_from_the_state(tmp_path, monkeypatch, capsys):
+    """Killed after the float phase's second checkpoint but before its state.json, the run
+    resumes from the checkpoint the state names and trains the second epoch again: the optimizer
+    ends three epochs of steps on, not four."""
+    import tensorflow as tf
+
+    splits = synthetic_splits()
+    cfg = train.TrainConfig(model="v4", classes=10, epochs=3, qat_epochs=1, batch=64)
+    ckpt_dir = tmp_path / "runs" / "10cls_GRAY" / "v4" / "float" / "ckpt"
+    write = train._write_json
+
+    def killed_before_state_of_epoch_2(path: Path, doc: dict) -> None:
+        if Path(path).name == "state.json" and Path(path).parent.name == "float" and doc.get("epoch") == 2:
+            raise KeyboardInterrupt
+        write(path, doc)
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "_write_json", killed_before_state_of_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            train.train_model(cfg, splits, tmp_path / "out", tmp_path / "runs")
+    steps = tf.train.load_variable(str(ckpt_dir / "ckpt-1"), "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
+    assert tf.train.latest_checkpoint(str(ckpt_dir)).endswith("ckpt-2") and steps > 0
+    train.train_model(cfg, splits, tmp_path / "out", tmp_path / "runs")
+    assert f"resuming {ckpt_dir.parent} at epoch 1" in capsys.readouterr().out
+    assert _log_epochs(ckpt_dir.parent) == [0, 1, 2]
+    last = tf.train.latest_checkpoint(str(ckpt_dir))
+    assert last.endswith("ckpt-3")
+    assert tf.train.load_variable(last, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 3 * steps
+    with pytest.raises(RuntimeError, match="no checkpoint of it"):
+        train.checkpoint_of_epoch(tf.train.CheckpointManager(tf.train.Checkpoint(), str(ckpt_dir), 2), 1,
+                                  ckpt_dir.parent)
+
+
 def test_another_config_never_resumes_a_run(tmp_path):
     """A changed QAT setting re-runs QAT on the finished float phase; a changed float setting
     (here the training-set size) or data split starts afresh. The phases left behind are moved

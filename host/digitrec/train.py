@@ -581,7 +581,9 @@ def _make_callback(model, phase_dir: Path, patience: int, state: dict, ckpt_mana
             state["wall_s"] = state.get("wall_s", 0.0) + time.time() - self.t0
             if acc > state.get("best", -1.0):
                 state.update(best=acc, best_epoch=epoch + 1, wait=0)
-                model.save_weights(str(phase_dir / "best.weights.h5"))
+                partial = phase_dir / "best.partial.weights.h5"  # a kill mid-write leaves the old file whole
+                model.save_weights(str(partial))
+                partial.replace(phase_dir / "best.weights.h5")
             else:
                 state["wait"] = state.get("wait", 0) + 1
             state["epoch"] = epoch + 1
@@ -604,6 +606,17 @@ def _lr_schedule(base: float, epochs: int, warmup: int = 1):
     return lr
 
 
+def checkpoint_of_epoch(manager, epoch: int, phase_dir: Path) -> str:
+    """The checkpoint saved at the end of ``epoch``. Each epoch saves its checkpoint before
+    state.json, so a run killed between the two resumes from the one its state names (the
+    manager keeps two), not from a newer one its state and log know nothing of."""
+    for path in manager.checkpoints:
+        if path.endswith(f"-{epoch}"):
+            return path
+    raise RuntimeError(f"{phase_dir}: state.json says epoch {epoch} ended, but ckpt/ holds no checkpoint of it "
+                       f"({', '.join(manager.checkpoints) or 'none'}); move the folder aside to start the phase afresh")
+
+
 def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: float, epochs: int,
               identity: str, keep: str = "best") -> dict:
     """Train ``model`` for ``epochs`` (resuming ``phase_dir`` if it holds this ``identity``'s
@@ -620,10 +633,10 @@ def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: floa
     model.compile(optimizer=opt, loss=loss, metrics=[metric])
     tenths = splits.tenths if cfg.tenths_weight else {}
     ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
-    manager = tf.train.CheckpointManager(ckpt, str(phase_dir / "ckpt"), max_to_keep=1)
+    manager = tf.train.CheckpointManager(ckpt, str(phase_dir / "ckpt"), max_to_keep=2)
     start = int(state.get("epoch", 0))
-    if start and manager.latest_checkpoint and not state.get("done"):
-        ckpt.restore(manager.latest_checkpoint)
+    if start and not state.get("done"):
+        ckpt.restore(checkpoint_of_epoch(manager, start, phase_dir))
         print(f"resuming {phase_dir} at epoch {start}")
     first_stop = first_stop_epoch(cfg, epochs)
     stopped = state.get("wait", 0) >= cfg.patience and start >= first_stop
