@@ -531,7 +531,8 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys)
 def test_a_kill_between_checkpoint_and_state_resumes_from_the_state(tmp_path, monkeypatch, capsys):
     """Killed after the float phase's second checkpoint but before its state.json, the run
     resumes from the checkpoint the state names and trains the second epoch again: the optimizer
-    ends three epochs of steps on, not four."""
+    ends three epochs of steps on, not four, and the log row that epoch wrote before the kill is
+    replaced, not repeated."""
     import tensorflow as tf
 
     splits = synthetic_splits()
@@ -550,6 +551,7 @@ def test_a_kill_between_checkpoint_and_state_resumes_from_the_state(tmp_path, mo
             train.train_model(cfg, splits, tmp_path / "out", tmp_path / "runs")
     steps = tf.train.load_variable(str(ckpt_dir / "ckpt-1"), "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
     assert tf.train.latest_checkpoint(str(ckpt_dir)).endswith("ckpt-2") and steps > 0
+    assert _log_epochs(ckpt_dir.parent) == [0, 1]  # logged before its state.json
     train.train_model(cfg, splits, tmp_path / "out", tmp_path / "runs")
     assert f"resuming {ckpt_dir.parent} at epoch 1" in capsys.readouterr().out
     assert _log_epochs(ckpt_dir.parent) == [0, 1, 2]

@@ -637,6 +637,7 @@ def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: floa
     start = int(state.get("epoch", 0))
     if start and not state.get("done"):
         ckpt.restore(checkpoint_of_epoch(manager, start, phase_dir))
+        trim_log(phase_dir, start)
         print(f"resuming {phase_dir} at epoch {start}")
     first_stop = first_stop_epoch(cfg, epochs)
     stopped = state.get("wait", 0) >= cfg.patience and start >= first_stop
@@ -645,8 +646,10 @@ def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: floa
                                   splits.teacher, tenths.get("train"))
         callbacks = [
             keras.callbacks.LearningRateScheduler(_lr_schedule(lr, epochs)),
-            _make_callback(model, phase_dir, cfg.patience, state, manager, first_stop),
+            # the log row before the checkpoint and state.json: a kill between them leaves a row
+            # the resumed run trims, never an epoch the log misses
             keras.callbacks.CSVLogger(str(phase_dir / "log.csv"), append=True),
+            _make_callback(model, phase_dir, cfg.patience, state, manager, first_stop),
         ]
         model.fit(ds, epochs=epochs, initial_epoch=start, steps_per_epoch=steps, callbacks=callbacks,
                   validation_data=eval_dataset(splits.x["val"], splits.y["val"], cfg.classes,
@@ -794,6 +797,21 @@ def phase_log(phase_dir: Path) -> list[dict]:
         return []
     with path.open() as f:
         return list(csv.DictReader(f))
+
+
+def trim_log(phase_dir: Path, epochs: int) -> None:
+    """Drop the log rows of epochs after the first ``epochs`` (logged by a run killed before
+    its state.json recorded them; the resumed run trains and logs them again)."""
+    rows = phase_log(phase_dir)
+    kept = [r for r in rows if int(r["epoch"]) < epochs]
+    if len(kept) == len(rows):
+        return
+    tmp = phase_dir / "log.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    tmp.replace(phase_dir / "log.csv")
 
 
 def last_logged(phase_dir: Path, key: str) -> float | None:
