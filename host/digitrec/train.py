@@ -194,7 +194,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     # 8 QAT epochs left the int8 model 0.72 points above its float one on test; 12 keep it level
     ("v7", 100, "gray"): {**LONG_SCHEDULE, "qat_epochs": 12, **NEW_METER_AUG, **FONT_DIGITS},
     # the whole schedule (it stopped at epoch 36 of 70) and 1.5x its QAT epochs, as dr 100
-    ("v9", 100, "gray"): {**QAT_DROPOUT, "patience_after": 1.0, "qat_epochs": 12, **FONT_DIGITS},
+    ("v9", 100, "gray"): {**QAT_DROPOUT, "patience_after": 1.0, "qat_epochs": 12, **FONT_DIGITS, **MORE_FONTS},
     ("v12", 100, "gray"): {**QAT_DROPOUT, **FONT_DIGITS, **NEW_METER_AUG, **MORE_FONTS},
     ("v15", 100, "gray"): {**LONG_SCHEDULE, "float_weights": "last", **NEW_METER_AUG, **FONT_DIGITS, **MORE_FONTS},
     ("mnist_quantization", 100, "gray"): FONT_DIGITS,
