@@ -806,12 +806,7 @@ def trim_log(phase_dir: Path, epochs: int) -> None:
     kept = [r for r in rows if int(r["epoch"]) < epochs]
     if len(kept) == len(rows):
         return
-    tmp = phase_dir / "log.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(kept)
-    tmp.replace(phase_dir / "log.csv")
+    _write_csv(phase_dir / "log.csv", list(rows[0]), kept)
 
 
 def last_logged(phase_dir: Path, key: str) -> float | None:
@@ -828,10 +823,7 @@ def write_logs(rdir: Path, out_dir: Path) -> None:
     keys = ["phase"] + [k for k in rows[0] if k != "phase"]
     for r in rows:
         keys += [k for k in r if k not in keys]
-    with (out_dir / "training_log.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_csv(out_dir / "training_log.csv", keys, rows)
     _plot(rows, out_dir / "learning_curves.png", out_dir.name)
 
 
@@ -894,6 +886,15 @@ def _read_json(path: Path) -> dict | None:
 def _write_json(path: Path, doc: dict) -> None:
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    tmp.replace(path)
+
+
+def _write_csv(path: Path, keys: list[str], rows: list[dict]) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
     tmp.replace(path)
 
 
