@@ -358,17 +358,31 @@ static void device_setup(const dr_model_meta_t *m)
     CHECK(dr_device_init(&dev, &port, m, 0xDEADBEEFu, timings, 100) == DR_DEV_OK);
 }
 
-/* Sends one request frame, then decodes the replies into rx. */
-static void request(uint8_t type, uint16_t seq, const uint8_t *pl, size_t len)
+/* Decodes all the device has written (fk.tx) into rx. */
+static void decode_replies(void)
 {
     dr_parser_t *p = malloc(sizeof *p);
-    size_t n = dr_frame_encode(type, seq, pl, len, big, sizeof big);
     memset(&rx, 0, sizeof rx);
-    fk.tx_len = 0;
-    dr_device_feed(&dev, big, n);
     dr_parser_init(p);
     dr_parser_feed(p, fk.tx, fk.tx_len, on_reply, &rx);
     free(p);
+}
+
+/* Feeds raw bytes to the device in chunks of at most `chunk`, then decodes its replies. */
+static void feed_raw(const uint8_t *b, size_t n, size_t chunk)
+{
+    size_t i;
+    fk.tx_len = 0;
+    for (i = 0; i < n; i += chunk)
+        dr_device_feed(&dev, b + i, n - i < chunk ? n - i : chunk);
+    decode_replies();
+}
+
+/* Sends one request frame, then decodes the replies into rx. */
+static void request(uint8_t type, uint16_t seq, const uint8_t *pl, size_t len)
+{
+    size_t n = dr_frame_encode(type, seq, pl, len, big, sizeof big);
+    feed_raw(big, n, n);
 }
 
 static int is_error(int i, uint16_t seq, uint8_t req, uint8_t code)
@@ -382,14 +396,8 @@ static void test_device_hello_boot(void)
     char json[DR_INFO_MAX + 1];
     size_t n;
     device_setup(&gray_model);
-    memset(&rx, 0, sizeof rx);
     dr_device_boot(&dev);
-    {
-        dr_parser_t *p = malloc(sizeof *p);
-        dr_parser_init(p);
-        dr_parser_feed(p, fk.tx, fk.tx_len, on_reply, &rx);
-        free(p);
-    }
+    decode_replies();
     CHECK(rx.n == 1 && rx.type[0] == DR_MSG_BOOT && rx.seq[0] == 0);
     request(DR_MSG_HELLO, 42, NULL, 0);
     CHECK(rx.n == 1 && rx.type[0] == DR_MSG_INFO && rx.seq[0] == 42);
@@ -496,14 +504,8 @@ static void test_device_errors(void)
     /* payload CRC error: answered with the header's seq and type */
     {
         size_t n = dr_frame_encode(DR_MSG_INFER_TENSOR, 17, t, 640, big, sizeof big);
-        dr_parser_t *p = malloc(sizeof *p);
         big[100] ^= 1;
-        memset(&rx, 0, sizeof rx);
-        fk.tx_len = 0;
-        dr_device_feed(&dev, big, n);
-        dr_parser_init(p);
-        dr_parser_feed(p, fk.tx, fk.tx_len, on_reply, &rx);
-        free(p);
+        feed_raw(big, n, n);
         CHECK(rx.n == 1 && is_error(0, 17, DR_MSG_INFER_TENSOR, DR_ERR_CRC));
     }
 }
@@ -589,7 +591,6 @@ static void test_device_pipelined(void)
 {
     uint8_t t[640] = {0};
     size_t pos = 0, i;
-    dr_parser_t *p = malloc(sizeof *p);
     device_setup(&gray_model);
     for (i = 0; i < 6; i++) {
         size_t g = (size_t)rnd() % 5, k;
@@ -598,16 +599,10 @@ static void test_device_pipelined(void)
         pos += dr_frame_encode(i % 2 ? DR_MSG_HELLO : DR_MSG_INFER_TENSOR, (uint16_t)(100 + i), t,
                                i % 2 ? 0 : 640, big + pos, DR_MAX_FRAME);
     }
-    memset(&rx, 0, sizeof rx);
-    fk.tx_len = 0;
-    for (i = 0; i < pos; i += 1000)
-        dr_device_feed(&dev, big + i, pos - i < 1000 ? pos - i : 1000);
-    dr_parser_init(p);
-    dr_parser_feed(p, fk.tx, fk.tx_len, on_reply, &rx);
+    feed_raw(big, pos, 1000);
     CHECK(rx.n == 6);
     for (i = 0; i < 6 && i < (size_t)rx.n; i++)
         CHECK(rx.seq[i] == 100 + i && rx.type[i] == (i % 2 ? DR_MSG_INFO : DR_MSG_RESULT));
-    free(p);
 }
 
 static void test_json_escaping(void)
