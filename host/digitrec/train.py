@@ -177,7 +177,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     # 8 QAT epochs left the int8 model 0.54 points above its float one on test; 12 keep it within 0.5
     ("v6", 10, "gray"): {**LONG_SCHEDULE, "qat_epochs": 12, **FONT_DIGITS, **MORE_FONTS},
     ("v7", 10, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG, **FONT_DIGITS, **MORE_FONTS},
-    ("v9", 10, "gray"): {**NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS},
+    ("v9", 10, "gray"): {**NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
     ("v12", 10, "gray"): {**QAT_DROPOUT, **FONT_DIGITS, **NEW_METER_AUG_STEADY_ROLL, **MORE_FONTS},
     ("v15", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
     ("v16", 10, "gray"): {**LONG_SCHEDULE, **QAT_DROPOUT, **NEW_METER_AUG_STEADY_ROLL, **FONT_DIGITS, **MORE_FONTS},
