@@ -200,7 +200,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     ("mnist_quantization", 100, "gray"): FONT_DIGITS,
     # schedules kept over the family's recommended one by validation accuracy (docs/training.md)
     ("v16", 100, "gray"): {"epochs": 30, "qat_epochs": 4, **NEW_METER_AUG, **FONT_DIGITS, **MORE_FONTS},
-    ("v17", 100, "gray"): LONG_SCHEDULE,
+    ("v17", 100, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS, **MORE_FONTS},
     ("original_haverland", 100, "gray"): {"qat_epochs": 10},
 
     # RGB twins train with their GRAY twin's recipe (dr: + QAT dropout), so colour is all that differs;
