@@ -188,7 +188,7 @@ SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     # with synthetic digits, 1.5x the QAT epochs scored higher int8 validation accuracy (docs/experiments.md)
     ("dr", 100, "gray"): {"teachers": ("100cls_GRAY/v16", "100cls_GRAY/dr"), **QAT_DROPOUT, **LONG_SCHEDULE,
                           "qat_epochs": 15, **NEW_METER_AUG, **FONT_DIGITS},
-    ("v3", 100, "gray"): {**LONG_SCHEDULE, **FONT_DIGITS, **MORE_FONTS},
+    ("v3", 100, "gray"): {**LONG_SCHEDULE, **NEW_METER_AUG, **FONT_DIGITS, **MORE_FONTS},
     ("v4", 100, "gray"): {**LONG_SCHEDULE, "float_weights": "last", **NEW_METER_AUG, **FONT_DIGITS},
     ("v6", 100, "gray"): {**LONG_SCHEDULE, "qat_epochs": 12, **NEW_METER_AUG, **FONT_DIGITS, **MORE_FONTS},  # 1.5x its QAT epochs, as dr 100
     # 8 QAT epochs left the int8 model 0.72 points above its float one on test; 12 keep it level
