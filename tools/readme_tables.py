@@ -123,7 +123,7 @@ def models_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
     note = ("From the model cards (`exported_models/*/*/card.json`, written by `digitrec train`/`export`). "
             "*New-meter aug.*: trained with the augmentation that imitates other meters (inverted gray "
             "levels, other crop aspect ratios), worth 4-5 points on meters never seen in training alone, "
-            "about a point or less on top of the synthetic fonts "
+            "from nothing to about 2 points on top of the synthetic fonts "
             "([docs/experiments.md](docs/experiments.md#many-held-out-meters---split-mode-meter)); *+ N fonts*: also "
             "synthetic digits in N other fonts (12, or 22 with `--synth-fonts more`), *fonts only*: those without "
             "the augmentation (`train --synth`, "
