@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "original_haverland"
-#define DR_MODEL_SHA256 "a08408c17533f07d87721699eba8fb2f5eed1dfad23fa1828d4e1a1996a03805"
+#define DR_MODEL_SHA256 "f3b6ab28a67f077fdc3430212da849fd8d38ab1c9e8e08ba65a40376e377ba6e"
 #define DR_MODEL_CLASSES 100
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
