@@ -166,7 +166,7 @@ NEW_METER_AUG_STEADY_ROLL = {"augment": {**NEW_METER_AUG["augment"], **STEADY_RO
 FONT_DIGITS = {"synth": 1.0}
 # ... drawn in 22 fonts instead of 12: on held-out meters it gained on 11 of 13 seeds of six
 # models (-1.2 to +1.5 points); the models whose cluster retrain then passed the ship rule take
-# it (docs/experiments.md, "More fonts").
+# it (docs/experiments.md, "More fonts"), and `original_haverland` 100 by the new-meter rule.
 MORE_FONTS = {"synth_fonts": "more"}
 SHIPPED_RECIPES: dict[tuple[str, int, str], dict] = {
     # dr's 10-class head reads digits through tenths, trained on both (docs/experiments.md)
