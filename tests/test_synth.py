@@ -97,22 +97,18 @@ def test_synth_montage_command(tmp_path):
     assert Image.open(path).size == (12 * 60, 8 * (96 + 12))
 
 
-# Models kept only as the roll check's baseline once every shipped model of their class count had
-# trained on synthetic digits: real_only_100cls_v17 is v17 100 as shipped until session 48 (commit fcfcd18).
+# The roll check's baselines, kept because every shipped model now trains on synthetic digits:
+# v17 100 as shipped until session 48 (commit fcfcd18) and v17 10 as shipped until session 55.
 GOLDEN = Path(__file__).parent / "golden"
 
 
 def _model_without_synthetic_digits(classes: int = 100) -> Path:
-    """A GRAY model that never saw a synthetic crop (its card has no training.synth): a shipped
-    one, else one kept in tests/golden for the purpose."""
+    """The kept GRAY model of this class count that never saw a synthetic crop (no training.synth)."""
     import json
 
-    cards = sorted((Path(bench.MODELS_DIR) / f"{classes}cls_GRAY").glob("*/card.json"))
-    for card in cards + sorted(GOLDEN.glob(f"real_only_{classes}cls_*/card.json")):
-        if not json.loads(card.read_text()).get("training", {}).get("synth"):
-            return card.parent / "model.tflite"
-    raise AssertionError(f"every {classes}-class model, shipped or kept, trained on synthetic digits: "
-                         "nothing to check against")
+    (card,) = GOLDEN.glob(f"real_only_{classes}cls_*/card.json")
+    assert not json.loads(card.read_text())["training"].get("synth"), card
+    return card.parent / "model.tflite"
 
 
 def test_drawn_roll_matches_how_real_meters_are_read(monkeypatch):
