@@ -3,7 +3,7 @@
 #define DR_MODEL_DATA_H_
 
 #define DR_MODEL_NAME "mnist_quantization"
-#define DR_MODEL_SHA256 "26ce545f760e1b44d3a1e358ecfad5539c4758c6b6a5c986d8e44651b52b1bb0"
+#define DR_MODEL_SHA256 "6883767bdeceeeb473d35b4f7e2b6e289175fa2cfb971af900241a1700c1f025"
 #define DR_MODEL_CLASSES 100
 #define DR_MODEL_COLOR "GRAY"
 #define DR_MODEL_INPUT_H 32
