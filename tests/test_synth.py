@@ -57,6 +57,19 @@ def test_more_fonts_set():
     assert train.TrainConfig("dr", synth=1.0, synth_fonts="more").config_hash() != cfg.config_hash()
 
 
+def test_most_fonts_set():
+    """`--synth-fonts most`: the `more` set plus eight fonts from pinned packages (.ttf and .otf),
+    each drawing a digit of its own; it is a config of its own."""
+    more, most = synth.font_paths("more"), synth.font_paths("most")
+    assert most[:len(more)] == more and len(most) == len(more) + len(synth.MOST_FONT_FILES)
+    x, _, _ = synth.render_batch(len(most), "gray", 10, seed=3, fonts="most")
+    assert x.reshape(len(most), -1).std(axis=1).min() > 5
+    again, _, _ = synth.render_batch(len(most), "gray", 10, seed=3, fonts="more")
+    assert not np.array_equal(x[len(more):], again[len(more):len(most)])
+    hashes = {train.TrainConfig("dr", synth=1.0, synth_fonts=f).config_hash() for f in synth.FONT_SETS}
+    assert len(hashes) == len(synth.FONT_SETS)
+
+
 def test_missing_font_package_is_named(monkeypatch):
     monkeypatch.setattr(synth, "MORE_FONT_FILES", (("no_such_font_pkg", "a.ttf"),))
     with pytest.raises(FileNotFoundError, match="no_such_font_pkg"):

@@ -12,7 +12,8 @@ crop (``preprocess.prepare``), and training mixes them into its training split o
 Fonts come from installed packages pinned in requirements.txt, so every machine with the
 project installed renders the same images for the same seed: the ``matplotlib`` set is
 matplotlib's bundled DejaVu, STIX and Computer Modern; ``more`` adds Roboto, Lato, Source Sans
-Pro and reportlab's URW clones of Helvetica, Times and Courier (``train --synth-fonts``).
+Pro and reportlab's URW clones of Helvetica, Times and Courier (``train --synth-fonts``);
+``most`` adds Fjalla One, Hanken Grotesk, Manrope, Red Hat Display and Caladea to those.
 """
 
 from __future__ import annotations
@@ -40,7 +41,17 @@ MORE_FONT_FILES = (
     ("reportlab", "fonts/_a______.pfb"), ("reportlab", "fonts/_ab_____.pfb"),  # Helvetica, bold
     ("reportlab", "fonts/_er_____.pfb"), ("reportlab", "fonts/cob_____.pfb"),  # Times, Courier bold
 )
-FONT_SETS = ("matplotlib", "more")
+# (package, file) of the ``most`` set's additions to ``more``: a condensed face (Fjalla One),
+# geometric and grotesque sans (Hanken Grotesk, Manrope, Red Hat Display) and a serif (Caladea)
+MOST_FONT_FILES = (
+    ("font_fjallaone", "files/FjallaOne-Regular.ttf"),
+    ("font_hanken_grotesk", "files/HankenGrotesk-Regular.otf"),
+    ("font_hanken_grotesk", "files/HankenGrotesk-Bold.otf"),
+    ("font_manrope", "files/Manrope-Regular.ttf"), ("font_manrope", "files/Manrope-ExtraBold.ttf"),
+    ("font_rhd", "files/RedHatDisplay-Regular.ttf"), ("font_rhd", "files/RedHatDisplay-Black.ttf"),
+    ("font_caladea", "files/Caladea-Regular.ttf"),
+)
+FONT_SETS = ("matplotlib", "more", "most")
 CANVAS = (64, 40)  # height, width of a rendered crop before the camera path resizes it to 32x20
 # Real drums are not read linearly: models trained on real meters read a flat roll drawn at
 # x.1-x.2 about 0.4 tenths high and at x.7-x.9 about 0.35 low (docs/experiments.md). Drawing the
@@ -72,8 +83,8 @@ def font_paths(fonts: str = "matplotlib") -> list[Path]:
     if fonts not in FONT_SETS:
         raise ValueError(f"synthetic digits: font set {fonts!r} is not one of {', '.join(FONT_SETS)}")
     paths = [font_dir() / name for name in FONT_FILES]
-    if fonts == "more":
-        paths += [_package_dir(pkg) / rel for pkg, rel in MORE_FONT_FILES]
+    extra = {"matplotlib": (), "more": MORE_FONT_FILES, "most": MORE_FONT_FILES + MOST_FONT_FILES}[fonts]
+    paths += [_package_dir(pkg) / rel for pkg, rel in extra]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"synthetic digits: font file(s) not found: {', '.join(missing)}")
