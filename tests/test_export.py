@@ -641,3 +641,41 @@ def test_qat_can_start_from_the_last_float_epoch(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(best.get_weights()[0], used.get_weights()[0])
     assert train.TrainConfig("v4", float_weights="last").config_hash() != train.TrainConfig("v4").config_hash()
+
+
+def test_weight_average_is_validated_checkpointed_and_kept(tmp_path, monkeypatch, capsys):
+    """With ``ema`` the float phase validates, checkpoints and keeps the moving average of its
+    weights; the raw weights ride along in the checkpoint, and a resumed run trains on from them."""
+    import tensorflow as tf
+
+    from digitrec.models import create_model
+
+    splits = synthetic_splits()
+    cfg = train.TrainConfig(model="v4", classes=10, epochs=3, batch=64, ema=0.9)
+    phase = tmp_path / "float"
+    with monkeypatch.context() as m:
+        _interrupt_at(m, "float", 2)
+        with pytest.raises(KeyboardInterrupt):
+            train.run_phase(create_model("v4", 10, "gray"), splits, cfg, phase, cfg.lr, 3, "id", "last", cfg.ema)
+    ckpt = tf.train.latest_checkpoint(str(phase / "ckpt"))
+    kernel = "model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+    first = tf.train.load_variable(ckpt, kernel)
+    np.testing.assert_array_equal(first, tf.train.load_variable(ckpt, "weight_average/average/0/.ATTRIBUTES/VARIABLE_VALUE"))
+    raw = tf.train.load_variable(ckpt, "weight_average/raw/0/.ATTRIBUTES/VARIABLE_VALUE")
+    assert not np.array_equal(first, raw)
+    resumed = create_model("v4", 10, "gray")
+    average = train.weight_average(resumed, cfg.ema)
+    tf.train.Checkpoint(model=resumed, weight_average=average.checkpoint).restore(ckpt).expect_partial()
+    average.swap_out()
+    np.testing.assert_array_equal(resumed.weights[0].numpy(), raw)
+
+    model = create_model("v4", 10, "gray")
+    state = train.run_phase(model, splits, cfg, phase, cfg.lr, 3, "id", "last", cfg.ema)
+    assert f"resuming {phase} at epoch 2" in capsys.readouterr().out and state["epoch"] == 3
+    last = tf.train.latest_checkpoint(str(phase / "ckpt"))
+    np.testing.assert_array_equal(model.weights[0].numpy(),
+                                  tf.train.load_variable(last, "weight_average/average/0/.ATTRIBUTES/VARIABLE_VALUE"))
+    assert tf.train.load_variable(last, "weight_average/steps/.ATTRIBUTES/VARIABLE_VALUE") == 3 * 6
+    with pytest.raises(ValueError, match="ema 1.0"):
+        train.weight_average(model, 1.0)
+    assert train.TrainConfig("v4", ema=0.999).config_hash() != train.TrainConfig("v4").config_hash()

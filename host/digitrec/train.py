@@ -81,6 +81,7 @@ class TrainConfig:
     float_weights: str = "best"  # QAT starts from the best validation epoch, or "last": the schedule's end
     synth: float = 0.0  # synthetic font digits added to the training split, as a fraction of its size
     synth_fonts: str = "matplotlib"  # the font set they are drawn in (synth.FONT_SETS)
+    ema: float = 0.0  # decay of a moving average of the float phase's weights, which it validates and keeps (0: off)
 
     def aug(self) -> dict:
         defaults = {
@@ -115,7 +116,7 @@ class TrainConfig:
 
 # Config keys added after models were shipped: left out of the hash at these defaults.
 CONFIG_ADDED_LATER = {"tenths_weight": 0.0, "patience_after": 0.0, "float_weights": "best", "synth": 0.0,
-                      "digit_weight": 1.0, "synth_fonts": "matplotlib"}
+                      "digit_weight": 1.0, "synth_fonts": "matplotlib", "ema": 0.0}
 
 
 def _short_hash(doc: dict) -> str:
@@ -622,6 +623,62 @@ def _lr_schedule(base: float, epochs: int, warmup: int = 1):
     return lr
 
 
+def weight_average(model, decay: float):
+    """An exponential moving average of ``model``'s float weights (BatchNorm statistics too),
+    updated after every batch with the warm-up ``min(decay, (1 + t) / (10 + t))``. Swapped into
+    the model for validation, it is what the epoch's checkpoint, best weights and last weights
+    hold; the raw weights wait in ``raw`` (checkpointed with it) until the next epoch trains."""
+    import tensorflow as tf
+
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"ema {decay}: the decay of the weight average must lie between 0 and 1")
+    keras = _keras()
+    seen: set[int] = set()
+    targets = [v for v in model.weights if v.dtype.is_floating and not (id(v) in seen or seen.add(id(v)))]
+
+    class WeightAverage(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.average = [tf.Variable(v, trainable=False) for v in targets]
+            self.raw = [tf.Variable(v, trainable=False) for v in targets]
+            self.steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.swapped = tf.Variable(False, trainable=False)
+            self.checkpoint = tf.train.Checkpoint(average=self.average, raw=self.raw, steps=self.steps,
+                                                  swapped=self.swapped)
+
+        @tf.function
+        def update(self):
+            t = tf.cast(self.steps, tf.float32)
+            d = tf.minimum(decay, (1.0 + t) / (10.0 + t))
+            for a, v in zip(self.average, targets, strict=True):
+                a.assign(d * a + (1.0 - d) * v)
+            self.steps.assign_add(1)
+
+        def swap_in(self):
+            if not bool(self.swapped.numpy()):
+                for r, a, v in zip(self.raw, self.average, targets, strict=True):
+                    r.assign(v)
+                    v.assign(a)
+                self.swapped.assign(True)
+
+        def swap_out(self):
+            if bool(self.swapped.numpy()):
+                for r, v in zip(self.raw, targets, strict=True):
+                    v.assign(r)
+                self.swapped.assign(False)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.update()
+
+        def on_test_begin(self, logs=None):  # fit's validation: the average is what is judged
+            self.swap_in()
+
+        def on_epoch_end(self, epoch, logs=None):  # listed after the callback that saves the epoch
+            self.swap_out()
+
+    return WeightAverage()
+
+
 def checkpoint_of_epoch(manager, epoch: int, phase_dir: Path) -> str:
     """The checkpoint saved at the end of ``epoch``. Each epoch saves its checkpoint before
     state.json, so a run killed between the two resumes from the one its state names (the
@@ -634,10 +691,10 @@ def checkpoint_of_epoch(manager, epoch: int, phase_dir: Path) -> str:
 
 
 def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: float, epochs: int,
-              identity: str, keep: str = "best") -> dict:
+              identity: str, keep: str = "best", ema: float = 0.0) -> dict:
     """Train ``model`` for ``epochs`` (resuming ``phase_dir`` if it holds this ``identity``'s
     checkpoints); leaves the best validation epoch's weights loaded, or with ``keep="last"``
-    the last epoch's."""
+    the last epoch's. With ``ema``, those are the moving average's (:func:`weight_average`)."""
     import tensorflow as tf
 
     keras = _keras()
@@ -648,11 +705,14 @@ def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: floa
     loss, metric = _loss_and_metric(cfg)
     model.compile(optimizer=opt, loss=loss, metrics=[metric])
     tenths = splits.tenths if cfg.tenths_weight else {}
-    ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
+    average = weight_average(model, ema) if ema else None
+    ckpt = tf.train.Checkpoint(model=model, optimizer=opt, **({"weight_average": average.checkpoint} if average else {}))
     manager = tf.train.CheckpointManager(ckpt, str(phase_dir / "ckpt"), max_to_keep=2)
     start = int(state.get("epoch", 0))
     if start and not state.get("done"):
         ckpt.restore(checkpoint_of_epoch(manager, start, phase_dir))
+        if average:
+            average.swap_out()  # checkpoints hold the average in the model; training goes on from the raw weights
         trim_log(phase_dir, start)
         print(f"resuming {phase_dir} at epoch {start}")
     first_stop = first_stop_epoch(cfg, epochs)
@@ -666,6 +726,7 @@ def run_phase(model, splits: Splits, cfg: TrainConfig, phase_dir: Path, lr: floa
             # the resumed run trims, never an epoch the log misses
             keras.callbacks.CSVLogger(str(phase_dir / "log.csv"), append=True),
             _make_callback(model, phase_dir, cfg.patience, state, manager, first_stop),
+            *([average] if average else []),
         ]
         model.fit(ds, epochs=epochs, initial_epoch=start, steps_per_epoch=steps, callbacks=callbacks,
                   validation_data=eval_dataset(splits.x["val"], splits.y["val"], cfg.classes,
@@ -704,6 +765,8 @@ def phase_identity(cfg: TrainConfig, info: dict, teacher_sha: dict[str, str], ph
         doc.pop("synth")
     if cfg.synth_fonts == "matplotlib":  # likewise runs from before the font sets
         doc.pop("synth_fonts")
+    if not cfg.ema:  # and before weight averaging
+        doc.pop("ema")
     return _short_hash(doc)
 
 
@@ -756,7 +819,8 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
         splits = replace(splits, teacher=teacher_probabilities(
             cfg.teachers, splits.x["train"], cfg.classes, cfg.color, splits.info, teachers_dir))
     model = create_model(cfg.model, cfg.classes, cfg.color)
-    float_state = run_phase(model, splits, cfg, rdir / "float", cfg.lr, cfg.epochs, ids["float"], cfg.float_weights)
+    float_state = run_phase(model, splits, cfg, rdir / "float", cfg.lr, cfg.epochs, ids["float"], cfg.float_weights,
+                            cfg.ema)
     model.save(str(rdir / "float.keras"))
     model.save_weights(str(rdir / "float.weights.h5"))
     if get_family(cfg.model).pc_only or cfg.qat_epochs <= 0:
@@ -792,6 +856,7 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
             "qat_dropout": cfg.qat_dropout,
             "float_weights": cfg.float_weights,
             "synth": synth_record(cfg, splits),
+            "ema": cfg.ema or None,
             "val_accuracy_float": (float_state.get("best") if cfg.float_weights == "best"
                                    else last_logged(rdir / "float", "val_accuracy")),
             "val_accuracy_qat": qat_state.get("best"),
@@ -931,6 +996,7 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         float_weights=_given_or_recipe(args.float_weights, recipe, "float_weights", "best"),
         synth=_given_or_recipe(args.synth, recipe, "synth", 0.0),
         synth_fonts=_given_or_recipe(args.synth_fonts, recipe, "synth_fonts", "matplotlib"),
+        ema=_given_or_recipe(args.ema, recipe, "ema", 0.0),
     )
 
 
@@ -1055,6 +1121,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="font set of the synthetic digits: matplotlib's 12 bundled fonts, or 'more' (22, "
                    "adding Roboto, Lato, Source Sans Pro, Helvetica, Times, Courier clones; "
                    "default: the shipped recipe, else matplotlib)")
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="keep a moving average of the float phase's weights with this decay (e.g. 0.999) and "
+                   "validate, checkpoint and quantize it instead of the raw weights (default: the shipped recipe, "
+                   "else off)")
     p.add_argument("--teachers-dir", default="exported_models", help="where --teacher ids live")
     p.add_argument("--out", default="exported_models", help="export root (default exported_models)")
     p.add_argument("--runs", default=RUNS_DIR, help="checkpoint root, outside git (default runs)")
