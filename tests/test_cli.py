@@ -29,10 +29,13 @@ def test_missing_dataset_folder_is_named_without_a_traceback(tmp_path, capsys) -
     assert str(missing) in err and "Traceback" not in err
 
 
-def test_train_refuses_loss_weights_the_model_cannot_take_before_loading_data(tmp_path) -> None:
+def test_train_refuses_settings_out_of_range_before_loading_data(tmp_path) -> None:
     missing = str(tmp_path / "no-dataset")  # never read: the check comes first
     for args, field in ((["--model", "dr", "--classes", "100", "--digit-weight", "0"], "digit_weight 0.0"),
-                        (["--model", "v4", "--tenths-weight", "1"], "no digit-sum head")):
+                        (["--model", "v4", "--tenths-weight", "1"], "no digit-sum head"),
+                        (["--model", "v4", "--label-smoothing", "1"], "label_smoothing 1.0"),
+                        (["--model", "v4", "--weight-decay", "-0.1"], "weight_decay -0.1"),
+                        (["--model", "v4", "--ema", "1.5"], "ema 1.5")):
         with pytest.raises(SystemExit, match=field):
             cli.main(["train", *args, "--data", missing, "--out", str(tmp_path), "--runs", str(tmp_path)])
 

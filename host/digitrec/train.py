@@ -520,8 +520,15 @@ def tenths_output(model):
     return None
 
 
-def check_loss_weights(cfg: TrainConfig, model) -> None:
-    """ValueError, naming the field, when the loss weights do not fit the model."""
+def check_config(cfg: TrainConfig, model) -> None:
+    """ValueError, naming the field, for a training setting out of range or loss weights that
+    do not fit the model."""
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing {cfg.label_smoothing}: must lie in [0, 1)")
+    if cfg.weight_decay < 0:
+        raise ValueError(f"weight_decay {cfg.weight_decay}: must not be negative")
+    if cfg.ema and not 0.0 < cfg.ema < 1.0:
+        raise ValueError(f"ema {cfg.ema}: the decay of the weight average must lie between 0 and 1")
     if cfg.tenths_weight < 0 or cfg.digit_weight < 0:
         raise ValueError(f"tenths_weight {cfg.tenths_weight}, digit_weight {cfg.digit_weight}: loss weights "
                          "must not be negative")
@@ -538,7 +545,7 @@ def check_loss_weights(cfg: TrainConfig, model) -> None:
 def training_view(model, cfg: TrainConfig):
     """What Keras fits: ``model`` itself, or, with tenths supervision, the same layers with the
     digit and tenth probabilities side by side (N x 110) so one loss can weigh both."""
-    check_loss_weights(cfg, model)
+    check_config(cfg, model)
     if not cfg.tenths_weight:
         return model
     keras = _keras()
@@ -845,6 +852,7 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
             "seed": cfg.seed,
             "batch": cfg.batch,
             "label_smoothing": cfg.label_smoothing,
+            "weight_decay": cfg.weight_decay,
             "augment": cfg.aug(),
             "teachers": list(cfg.teachers),
             "teacher_sha256": teacher_sha,
@@ -987,6 +995,8 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         model=model, classes=classes, color=color,
         epochs=args.epochs or rec_epochs, qat_epochs=rec_qat if args.qat_epochs is None else args.qat_epochs,
         batch=args.batch, seed=args.seed, limit=args.limit or 0, patience=args.patience,
+        label_smoothing=_given_or_recipe(args.label_smoothing, recipe, "label_smoothing", 0.1),
+        weight_decay=_given_or_recipe(args.weight_decay, recipe, "weight_decay", 1e-4),
         patience_after=_given_or_recipe(args.patience_after, recipe, "patience_after", 0.0),
         split_mode=args.split_mode, augment={**recipe.get("augment", {}), **parse_aug(args.aug or [])},
         teachers=_teachers_from_args(args.teacher, recipe.get("teachers", ())), kd_alpha=args.kd_alpha,
@@ -1044,11 +1054,11 @@ def run(args: argparse.Namespace) -> int:
     cache: dict[tuple[int, str], Splits] = {}
     for model, classes, color in jobs:
         cfg = config_from_args(args, model, classes, color)
-        if not args.all and (cfg.tenths_weight or cfg.digit_weight != 1.0):  # before the data loads
+        if not args.all:  # before the data loads
             from digitrec.models import create_model
 
             try:
-                check_loss_weights(cfg, create_model(model, classes, color))
+                check_config(cfg, create_model(model, classes, color))
             except ValueError as exc:
                 raise SystemExit(f"digitrec train: {exc}") from None
         key = (classes, color)
@@ -1121,6 +1131,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="font set of the synthetic digits: matplotlib's 12 bundled fonts, or 'more' (22, "
                    "adding Roboto, Lato, Source Sans Pro, Helvetica, Times, Courier clones; "
                    "default: the shipped recipe, else matplotlib)")
+    p.add_argument("--label-smoothing", type=float, metavar="EPS",
+                   help="label smoothing (for 100 classes 80 %% of it goes to the neighbouring tenths; "
+                   "default: the shipped recipe, else 0.1)")
+    p.add_argument("--weight-decay", type=float, metavar="WD",
+                   help="AdamW's decoupled weight decay, applied as lr x WD per step (default: the shipped "
+                   "recipe, else 1e-4)")
     p.add_argument("--ema", type=float, metavar="DECAY",
                    help="keep a moving average of the float phase's weights with this decay (e.g. 0.999) and "
                    "validate, checkpoint and quantize it instead of the raw weights (default: the shipped recipe, "
