@@ -490,6 +490,24 @@ def test_ensemble_ceiling_bounds(real_data, capsys):
     assert any("smoothed argmax" in line and "circular mean" in line for line in lines)
 
 
+def test_own_meter_frames_split(real_data):
+    """tools/own_meter_frames.py: each held-out folder gives at least K frames to training as whole
+    near-duplicate clusters; no remaining held-out frame has a near-copy among them; val is untouched."""
+    from digitrec import data
+
+    tool = _tool("own_meter_frames")
+    ds = data.load_dataset(real_data, progress=False)
+    plain = ds.split("meter")
+    split = tool.own_frames_split(ds, 20, 0)
+    moved = set(split["train"]) - set(plain["train"])
+    assert split["val"] == plain["val"] and moved | set(split["test"]) == set(plain["test"])
+    assert not {ds.items[i].cluster for i in moved} & {ds.items[i].cluster for i in split["test"]}
+    for folder in {ds.items[i].group for i in plain["test"]}:
+        had = sum(ds.items[i].group == folder for i in plain["test"])
+        assert sum(ds.items[i].group == folder for i in moved) >= min(20, had)
+    assert tool.own_frames_split(ds, 20, 0) == split and tool.own_frames_split(ds, 20, 1) != split
+
+
 def test_device_table_shows_both_pc_answers():
     tool = _tool("readme_tables")
     run = {"board": "virtual", "model": "dr", "classes": 10, "color": "GRAY", "mode": "tensor", "images": 4,
