@@ -55,15 +55,6 @@ def own_frames_split(ds: data.Dataset, frames: int, seed: int) -> dict[str, list
     return split
 
 
-def splits_of(ds: data.Dataset, split: dict[str, list[int]], color: str, classes: int, frames: int) -> train.Splits:
-    xs, ys, tenths = {}, {}, {}
-    for name in ("train", "val", "test"):
-        xs[name], ys[name], _ = ds.arrays(split[name], color, classes)
-        tenths[name] = ds.tenths(split[name])
-    info = {"fingerprint": ds.fingerprint, "split_mode": f"meter+own{frames}", **{k: len(v) for k, v in ys.items()}}
-    return train.Splits(xs, ys, info, tenths=tenths)
-
-
 def score(tflite: Path, ds: data.Dataset, test: list[int], classes: int, color: str) -> dict[str, float]:
     """Per held-out folder and overall: exact accuracy and, for 100 classes, the digit read from the tenth."""
     m = bench.load_model(str(tflite), tflite)
@@ -100,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = train.config_from_args(targs, args.model, args.classes, args.color)
     ds = data.load_dataset(args.data)
     split = own_frames_split(ds, args.frames, args.seed)
-    card = train.train_model(cfg, splits_of(ds, split, args.color, args.classes, args.frames), args.out / "ship",
-                             args.out / "runs")
+    splits = train.splits_from(ds, split, args.color, args.classes, f"meter+own{args.frames}")
+    card = train.train_model(cfg, splits, args.out / "ship", args.out / "runs")
     adapted = args.out / "ship" / f"{args.classes}cls_{args.color.upper()}" / args.model / "model.tflite"
     rows = {"baseline": score(args.baseline, ds, split["test"], args.classes, args.color),
             "with own frames": score(adapted, ds, split["test"], args.classes, args.color)}

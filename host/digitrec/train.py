@@ -256,7 +256,13 @@ def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster
     from digitrec import data
 
     ds = data.load_dataset(root, progress=True)
-    split = ds.split(mode)
+    return splits_from(ds, ds.split(mode), color, classes, mode, limit, seed)
+
+
+def splits_from(ds, split: dict[str, list[int]], color: str, classes: int, mode: str, limit: int = 0,
+                seed: int = 0) -> Splits:
+    """The arrays of ``split`` (indices per side into ``ds``, a ``data.Dataset``); ``mode`` names
+    it on the card. ``limit`` keeps a seeded subset of at most that many training images."""
     xs, ys, tenths = {}, {}, {}
     for name in ("train", "val", "test"):
         x, y, _ = ds.arrays(split[name], color, classes)
