@@ -506,6 +506,11 @@ def test_own_meter_frames_split(real_data):
         had = sum(ds.items[i].group == folder for i in plain["test"])
         assert sum(ds.items[i].group == folder for i in moved) >= min(20, had)
     assert tool.own_frames_split(ds, 20, 0) == split and tool.own_frames_split(ds, 20, 1) != split
+    weighted = tool.own_frames_split(ds, 20, 0, repeat=3)  # each moved frame three times, nothing else
+    assert sorted(weighted["train"]) == sorted(split["train"] + 2 * sorted(moved))
+    assert weighted["test"] == split["test"] and weighted["val"] == split["val"]
+    with pytest.raises(ValueError, match="repeat 0"):
+        tool.own_frames_split(ds, 20, 0, repeat=0)
 
 
 def test_device_table_shows_both_pc_answers():

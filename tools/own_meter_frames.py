@@ -31,9 +31,12 @@ SCHEDULE = ["--split-mode", "meter", "--epochs", "40", "--patience-after", "1.0"
             "--float-weights", "last"]
 
 
-def own_frames_split(ds: data.Dataset, frames: int, seed: int) -> dict[str, list[int]]:
+def own_frames_split(ds: data.Dataset, frames: int, seed: int, repeat: int = 1) -> dict[str, list[int]]:
     """The meter split with at least ``frames`` images of each held-out folder moved to training,
-    as whole clusters, so no remaining test image has a near-copy among them."""
+    as whole clusters, so no remaining test image has a near-copy among them; each moved image
+    appears ``repeat`` times in training (a weight on the user's frames)."""
+    if repeat < 1:
+        raise ValueError(f"repeat {repeat}: must be at least 1")
     split = {k: list(v) for k, v in ds.split("meter").items()}
     members: dict[int, list[int]] = defaultdict(list)  # a cluster may span folders of one meter
     by_folder: dict[str, set[int]] = defaultdict(set)
@@ -50,7 +53,7 @@ def own_frames_split(ds: data.Dataset, frames: int, seed: int) -> dict[str, list
             if members[c][0] not in moved:
                 moved.update(members[c])
                 taken += sum(ds.items[i].group == folder for i in members[c])
-    split["train"] += sorted(moved)
+    split["train"] += sorted(moved) * repeat
     split["test"] = [i for i in split["test"] if i not in moved]
     return split
 
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", type=int, choices=(10, 100), default=10)
     ap.add_argument("--color", choices=("gray", "rgb"), default="gray")
     ap.add_argument("--frames", type=int, default=50, help="at least this many frames of each held-out folder")
+    ap.add_argument("--repeat", type=int, default=1, help="each moved frame appears this many times in training")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baseline", type=Path, required=True, help="model.tflite trained on the plain meter split")
     ap.add_argument("--out", type=Path, required=True)
@@ -90,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
                                        args.color, "--seed", str(args.seed), *SCHEDULE, *args.train_flags])
     cfg = train.config_from_args(targs, args.model, args.classes, args.color)
     ds = data.load_dataset(args.data)
-    split = own_frames_split(ds, args.frames, args.seed)
-    splits = train.splits_from(ds, split, args.color, args.classes, f"meter+own{args.frames}")
+    split = own_frames_split(ds, args.frames, args.seed, args.repeat)
+    mode = f"meter+own{args.frames}" + (f"x{args.repeat}" if args.repeat > 1 else "")
+    splits = train.splits_from(ds, split, args.color, args.classes, mode)
     card = train.train_model(cfg, splits, args.out / "ship", args.out / "runs")
     adapted = args.out / "ship" / f"{args.classes}cls_{args.color.upper()}" / args.model / "model.tflite"
     rows = {"baseline": score(args.baseline, ds, split["test"], args.classes, args.color),
             "with own frames": score(adapted, ds, split["test"], args.classes, args.color)}
-    report = {"frames": args.frames, "seed": args.seed, "moved": len(split["train"]) - len(ds.split("meter")["train"]),
+    moved = len(set(split["train"])) - len(ds.split("meter")["train"])
+    report = {"frames": args.frames, "repeat": args.repeat, "seed": args.seed, "moved": moved,
               "remaining": len(split["test"]), "model": card["name"], "accuracy": rows}
     (args.out / "own_frames.json").write_text(json.dumps(report, indent=1))
     print(f"{report['moved']} frames moved to training, {report['remaining']} held-out frames remain")
