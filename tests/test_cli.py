@@ -35,7 +35,10 @@ def test_train_refuses_settings_out_of_range_before_loading_data(tmp_path) -> No
                         (["--model", "v4", "--tenths-weight", "1"], "no digit-sum head"),
                         (["--model", "v4", "--label-smoothing", "1"], "label_smoothing 1.0"),
                         (["--model", "v4", "--weight-decay", "-0.1"], "weight_decay -0.1"),
-                        (["--model", "v4", "--ema", "1.5"], "ema 1.5")):
+                        (["--model", "v4", "--ema", "1.5"], "ema 1.5"),
+                        (["--model", "v4", "--repeat-folder", "images/mine=0"], "'images/mine': 0 times"),
+                        (["--model", "v4", "--repeat-folder", "images/mine=2.5"], "images/mine=2.5"),
+                        (["--model", "v4", "--repeat-folder", "=3"], "FOLDER a path")):
         with pytest.raises(SystemExit, match=field):
             cli.main(["train", *args, "--data", missing, "--out", str(tmp_path), "--runs", str(tmp_path)])
 

@@ -254,6 +254,34 @@ def test_real_data_slice(tmp_path, real_data):
     assert np.abs(diff).max() <= 1
 
 
+def test_repeat_folders_weights_training_images_of_a_folder(real_data, tmp_path):
+    """--repeat-folder FOLDER=N: each training image of the folder (or below it, or matching a
+    glob) appears N times; validation and test are untouched; a folder with no training image
+    is an error that names it, and a `digitrec train` run stops on it."""
+    from digitrec import cli, data
+
+    ds = data.load_dataset(real_data, progress=False)
+    split = ds.split("cluster")
+    groups = sorted({ds.items[i].group for i in split["train"]})
+    folder = next(g for g in groups if g.count("/") >= 3 and not any(o.startswith(g + "/") for o in groups))
+    mine = [i for i in split["train"] if ds.items[i].group == folder]
+    weighted, used = train.repeated_folders(ds, split, {folder + "/": 3})
+    assert used == {folder + "/": {"times": 3, "images": len(mine)}}
+    assert sorted(weighted["train"]) == sorted(split["train"] + 2 * mine)
+    assert weighted["val"] == split["val"] and weighted["test"] == split["test"]
+    parent = folder.rsplit("/", 1)[0] + "/*"  # a glob over the folder's siblings takes it too
+    both, used = train.repeated_folders(ds, split, {parent: 2, folder: 4})  # the larger count wins
+    assert both["train"].count(mine[0]) == 4 and used[parent]["images"] >= len(mine)
+    assert train.folder_matches(folder, parent) and not train.folder_matches(folder + "x", folder)
+    with pytest.raises(ValueError, match="'images/no-such-meter'"):
+        train.repeated_folders(ds, split, {"images/no-such-meter": 2})
+    with pytest.raises(SystemExit, match="no-such-meter"):
+        cli.main(["train", "--model", "v4", "--data", str(real_data), "--repeat-folder", "images/no-such-meter=2",
+                  "--out", str(tmp_path), "--runs", str(tmp_path)])
+    cfg = train.TrainConfig("v4", repeat_folders={folder: 3})
+    assert cfg.config_hash() != train.TrainConfig("v4").config_hash()
+
+
 def tenths_splits() -> train.Splits:
     """Synthetic 10-class splits that also carry the tenths each digit label was rounded from."""
     from digitrec import labels

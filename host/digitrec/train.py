@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fnmatch
 import hashlib
 import json
 import os
@@ -82,6 +83,7 @@ class TrainConfig:
     synth: float = 0.0  # synthetic font digits added to the training split, as a fraction of its size
     synth_fonts: str = "matplotlib"  # the font set they are drawn in (synth.FONT_SETS)
     ema: float = 0.0  # decay of a moving average of the float phase's weights, which it validates and keeps (0: off)
+    repeat_folders: dict = field(default_factory=dict)  # folder glob -> times each training image of it is used
 
     def aug(self) -> dict:
         defaults = {
@@ -116,7 +118,8 @@ class TrainConfig:
 
 # Config keys added after models were shipped: left out of the hash at these defaults.
 CONFIG_ADDED_LATER = {"tenths_weight": 0.0, "patience_after": 0.0, "float_weights": "best", "synth": 0.0,
-                      "digit_weight": 1.0, "synth_fonts": "matplotlib", "ema": 0.0}
+                      "digit_weight": 1.0, "synth_fonts": "matplotlib", "ema": 0.0,
+                      "repeat_folders": {}}
 
 
 def _short_hash(doc: dict) -> str:
@@ -251,12 +254,43 @@ class Splits:
     synth: int = 0  # synthetic images at the end of the training arrays (with_synthetic)
 
 
-def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster", limit: int = 0, seed: int = 0) -> Splits:
-    """Train/val/test arrays from the data stage, plus fingerprint and counts for the card."""
+def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster", limit: int = 0, seed: int = 0,
+                repeat: dict[str, int] | None = None) -> Splits:
+    """Train/val/test arrays from the data stage, plus fingerprint and counts for the card;
+    ``repeat`` weights the training images of some folders (``repeated_folders``)."""
     from digitrec import data
 
     ds = data.load_dataset(root, progress=True)
-    return splits_from(ds, ds.split(mode), color, classes, mode, limit, seed)
+    split, used = repeated_folders(ds, ds.split(mode), repeat or {})
+    splits = splits_from(ds, split, color, classes, mode, limit, seed)
+    if used:
+        splits.info["repeat_folders"] = used
+    return splits
+
+
+def folder_matches(group: str, pattern: str) -> bool:
+    """Whether a meter folder (its path under the dataset root) is ``pattern``, lies below it,
+    or matches it as a glob (``images/collected/watermeter/*``)."""
+    pattern = pattern.strip("/")
+    return group == pattern or group.startswith(pattern + "/") or fnmatch.fnmatchcase(group, pattern)
+
+
+def repeated_folders(ds, split: dict[str, list[int]], repeat: dict[str, int]) -> tuple[dict[str, list[int]], dict]:
+    """``split`` with each training image of a folder matching a pattern of ``repeat`` used that
+    many times (the most of the patterns it matches), and what each pattern matched. Validation
+    and test are untouched. A pattern that matches no training image is an error."""
+    times = {}
+    used = {}
+    for pattern, n in repeat.items():
+        hits = [i for i in split["train"] if folder_matches(ds.items[i].group, pattern)]
+        if not hits:
+            raise ValueError(f"repeat_folders {pattern!r}: no training image lies in a folder matching it (folders "
+                             "are paths under the dataset root, e.g. images/collected/watermeter/jvi)")
+        used[pattern] = {"times": int(n), "images": len(hits)}
+        for i in hits:
+            times[i] = max(times.get(i, 1), int(n))
+    extra = [i for i in split["train"] for _ in range(times.get(i, 1) - 1)]
+    return {**split, "train": list(split["train"]) + extra}, used
 
 
 def splits_from(ds, split: dict[str, list[int]], color: str, classes: int, mode: str, limit: int = 0,
@@ -535,6 +569,9 @@ def check_config(cfg: TrainConfig, model) -> None:
         raise ValueError(f"weight_decay {cfg.weight_decay}: must not be negative")
     if cfg.ema and not 0.0 < cfg.ema < 1.0:
         raise ValueError(f"ema {cfg.ema}: the decay of the weight average must lie between 0 and 1")
+    for pattern, n in cfg.repeat_folders.items():
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"repeat_folders {pattern!r}: {n!r} times; must be a whole number >= 1")
     if cfg.tenths_weight < 0 or cfg.digit_weight < 0:
         raise ValueError(f"tenths_weight {cfg.tenths_weight}, digit_weight {cfg.digit_weight}: loss weights "
                          "must not be negative")
@@ -780,6 +817,8 @@ def phase_identity(cfg: TrainConfig, info: dict, teacher_sha: dict[str, str], ph
         doc.pop("synth_fonts")
     if not cfg.ema:  # and before weight averaging
         doc.pop("ema")
+    if not cfg.repeat_folders:  # and before folder weights
+        doc.pop("repeat_folders")
     return _short_hash(doc)
 
 
@@ -871,6 +910,7 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
             "float_weights": cfg.float_weights,
             "synth": synth_record(cfg, splits),
             "ema": cfg.ema or None,
+            "repeat_folders": cfg.repeat_folders or None,
             "val_accuracy_float": (float_state.get("best") if cfg.float_weights == "best"
                                    else last_logged(rdir / "float", "val_accuracy")),
             "val_accuracy_qat": qat_state.get("best"),
@@ -1013,6 +1053,7 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         synth=_given_or_recipe(args.synth, recipe, "synth", 0.0),
         synth_fonts=_given_or_recipe(args.synth_fonts, recipe, "synth_fonts", "matplotlib"),
         ema=_given_or_recipe(args.ema, recipe, "ema", 0.0),
+        repeat_folders=parse_repeat_folders(args.repeat_folder or []),
     )
 
 
@@ -1029,6 +1070,20 @@ def _teachers_from_args(given: list[str] | None, default: tuple[str, ...]) -> tu
     if any(t.lower() == "none" for t in given):
         raise SystemExit("--teacher none cannot be combined with teacher ids")
     return tuple(given)
+
+
+def parse_repeat_folders(items: list[str]) -> dict[str, int]:
+    """``["images/collected/mymeter=4", ...]`` -> {folder pattern: times}."""
+    out = {}
+    for item in items:
+        pattern, sep, value = item.rpartition("=")
+        try:
+            out[pattern] = int(value)
+        except ValueError:
+            raise SystemExit(f"--repeat-folder {item!r}: expected FOLDER=N with N a whole number") from None
+        if not sep or not pattern.strip("/"):
+            raise SystemExit(f"--repeat-folder {item!r}: expected FOLDER=N, FOLDER a path under the dataset root")
+    return out
 
 
 def parse_aug(items: list[str]) -> dict:
@@ -1069,7 +1124,11 @@ def run(args: argparse.Namespace) -> int:
                 raise SystemExit(f"digitrec train: {exc}") from None
         key = (classes, color)
         if key not in cache:
-            cache = {key: load_splits(root, color, classes, cfg.split_mode, cfg.limit, cfg.seed)}
+            try:
+                cache = {key: load_splits(root, color, classes, cfg.split_mode, cfg.limit, cfg.seed,
+                                          cfg.repeat_folders)}
+            except ValueError as exc:  # a --repeat-folder that names no training folder
+                raise SystemExit(f"digitrec train: {exc}") from None
         if args.all and not args.force and card_up_to_date(Path(args.out), cfg, cache[key].info["fingerprint"]):
             print(f"skip {model} {classes}cls {color}: card up to date")
             for tid in changed_teachers(Path(args.out), cfg, Path(args.teachers_dir)):
@@ -1147,6 +1206,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep a moving average of the float phase's weights with this decay (e.g. 0.999) and "
                    "validate, checkpoint and quantize it instead of the raw weights (default: the shipped recipe, "
                    "else off)")
+    p.add_argument("--repeat-folder", action="append", metavar="FOLDER=N",
+                   help="use each training image of FOLDER (a path under the dataset root, or a glob) N times, "
+                   "e.g. your own meter's labelled frames; repeatable")
     p.add_argument("--teachers-dir", default="exported_models", help="where --teacher ids live")
     p.add_argument("--out", default="exported_models", help="export root (default exported_models)")
     p.add_argument("--runs", default=RUNS_DIR, help="checkpoint root, outside git (default runs)")
