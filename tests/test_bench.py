@@ -508,6 +508,7 @@ def test_own_meter_frames_split(real_data):
     assert tool.own_frames_split(ds, 20, 0) == split and tool.own_frames_split(ds, 20, 1) != split
     weighted = tool.own_frames_split(ds, 20, 0, repeat=3)  # each moved frame three times, nothing else
     assert sorted(weighted["train"]) == sorted(split["train"] + 2 * sorted(moved))
+    assert weighted["train"] == split["train"] + 2 * sorted(moved)  # whole passes: the order the figures used
     assert weighted["test"] == split["test"] and weighted["val"] == split["val"]
     with pytest.raises(ValueError, match="repeat 0"):
         tool.own_frames_split(ds, 20, 0, repeat=0)

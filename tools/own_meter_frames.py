@@ -34,7 +34,7 @@ SCHEDULE = ["--split-mode", "meter", "--epochs", "40", "--patience-after", "1.0"
 def own_frames_split(ds: data.Dataset, frames: int, seed: int, repeat: int = 1) -> dict[str, list[int]]:
     """The meter split with at least ``frames`` images of each held-out folder moved to training,
     as whole clusters, so no remaining test image has a near-copy among them; each moved image
-    appears ``repeat`` times in training (a weight on the user's frames)."""
+    appears ``repeat`` times in training, weighted as `digitrec train --repeat-folder` weighs a folder."""
     if repeat < 1:
         raise ValueError(f"repeat {repeat}: must be at least 1")
     split = {k: list(v) for k, v in ds.split("meter").items()}
@@ -53,9 +53,12 @@ def own_frames_split(ds: data.Dataset, frames: int, seed: int, repeat: int = 1) 
             if members[c][0] not in moved:
                 moved.update(members[c])
                 taken += sum(ds.items[i].group == folder for i in members[c])
-    split["train"] += sorted(moved) * repeat
+    split["train"] += sorted(moved)
     split["test"] = [i for i in split["test"] if i not in moved]
-    return split
+    if repeat == 1:
+        return split
+    # a held-out folder's only training images are the frames it gave
+    return train.repeated_folders(ds, split, {ds.items[i].group: repeat for i in moved})[0]
 
 
 def score(tflite: Path, ds: data.Dataset, test: list[int], classes: int, color: str) -> dict[str, float]:

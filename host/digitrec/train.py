@@ -289,7 +289,8 @@ def repeated_folders(ds, split: dict[str, list[int]], repeat: dict[str, int]) ->
         used[pattern] = {"times": int(n), "images": len(hits)}
         for i in hits:
             times[i] = max(times.get(i, 1), int(n))
-    extra = [i for i in split["train"] for _ in range(times.get(i, 1) - 1)]
+    # the repeats follow in whole passes over the training list (a, b, a, b, not a, a, b, b)
+    extra = [i for r in range(2, max(times.values(), default=1) + 1) for i in split["train"] if times.get(i, 1) >= r]
     return {**split, "train": list(split["train"]) + extra}, used
 
 
