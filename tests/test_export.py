@@ -280,6 +280,13 @@ def test_repeat_folders_weights_training_images_of_a_folder(real_data, tmp_path)
                   "--out", str(tmp_path), "--runs", str(tmp_path)])
     cfg = train.TrainConfig("v4", repeat_folders={folder: 3})
     assert cfg.config_hash() != train.TrainConfig("v4").config_hash()
+    # --limit counts distinct images: it subsamples before the repeats, never draws a repeat
+    few = train.limited(split, 2000, seed=0)
+    assert len(few["train"]) == 2000 == len(set(few["train"])) and set(few["train"]) <= set(split["train"])
+    top = "/".join(folder.split("/")[:2])
+    small = train.load_splits(real_data, "gray", 10, limit=2000, repeat={top: 3})
+    hits = small.info["repeat_folders"][top]["images"]
+    assert 0 < hits < 2000 and small.info["train"] == 2000 + 2 * hits and small.info["train_limit"] == 2000
 
 
 def tenths_splits() -> train.Splits:

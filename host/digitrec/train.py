@@ -261,11 +261,23 @@ def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster
     from digitrec import data
 
     ds = data.load_dataset(root, progress=True)
-    split, used = repeated_folders(ds, ds.split(mode), repeat or {})
-    splits = splits_from(ds, split, color, classes, mode, limit, seed)
+    split = limited(ds.split(mode), limit, seed)  # the limit counts images, before any is repeated
+    split, used = repeated_folders(ds, split, repeat or {})
+    splits = splits_from(ds, split, color, classes, mode)
+    if limit:
+        splits.info["train_limit"] = int(limit)
     if used:
         splits.info["repeat_folders"] = used
     return splits
+
+
+def limited(split: dict[str, list[int]], limit: int, seed: int) -> dict[str, list[int]]:
+    """``split`` with a seeded subset of at most ``limit`` training images (0: all), in order."""
+    train = list(split["train"])
+    if not limit or len(train) <= limit:
+        return split
+    keep = np.sort(np.random.default_rng(seed).permutation(len(train))[:limit])
+    return {**split, "train": [train[k] for k in keep]}
 
 
 def folder_matches(group: str, pattern: str) -> bool:
@@ -294,21 +306,14 @@ def repeated_folders(ds, split: dict[str, list[int]], repeat: dict[str, int]) ->
     return {**split, "train": list(split["train"]) + extra}, used
 
 
-def splits_from(ds, split: dict[str, list[int]], color: str, classes: int, mode: str, limit: int = 0,
-                seed: int = 0) -> Splits:
+def splits_from(ds, split: dict[str, list[int]], color: str, classes: int, mode: str) -> Splits:
     """The arrays of ``split`` (indices per side into ``ds``, a ``data.Dataset``); ``mode`` names
-    it on the card. ``limit`` keeps a seeded subset of at most that many training images."""
+    it on the card."""
     xs, ys, tenths = {}, {}, {}
     for name in ("train", "val", "test"):
-        x, y, _ = ds.arrays(split[name], color, classes)
-        t = ds.tenths(split[name])
-        if limit and name == "train" and len(x) > limit:
-            keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
-            x, y, t = x[keep], y[keep], t[keep]
-        xs[name], ys[name], tenths[name] = x, y, t
+        xs[name], ys[name], _ = ds.arrays(split[name], color, classes)
+        tenths[name] = ds.tenths(split[name])
     info = {"fingerprint": ds.fingerprint, "split_mode": mode, **{k: int(len(v)) for k, v in ys.items()}}
-    if limit:
-        info["train_limit"] = int(limit)
     return Splits(xs, ys, info, tenths=tenths)
 
 
@@ -1171,7 +1176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience-after", type=float, metavar="FRACTION",
                    help="allow early stopping only after this fraction of the epochs (default: the shipped "
                    "recipe, else 0)")
-    p.add_argument("--limit", type=int, help="use at most N training images (quick runs)")
+    p.add_argument("--limit", type=int, help="use at most N training images (quick runs; counted before --repeat-folder repeats them)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-mode", choices=SPLIT_MODES, default="cluster")
     p.add_argument("--aug", nargs="+", metavar="KEY=VALUE", help="augmentation overrides, e.g. shift_y=0.015")
