@@ -38,7 +38,8 @@ def test_train_refuses_settings_out_of_range_before_loading_data(tmp_path) -> No
                         (["--model", "v4", "--ema", "1.5"], "ema 1.5"),
                         (["--model", "v4", "--repeat-folder", "images/mine=0"], "'images/mine': 0 times"),
                         (["--model", "v4", "--repeat-folder", "images/mine=2.5"], "images/mine=2.5"),
-                        (["--model", "v4", "--repeat-folder", "=3"], "FOLDER a path")):
+                        (["--model", "v4", "--repeat-folder", "=3"], "FOLDER a path"),
+                        (["--model", "v4", "--balance-folders", "-5"], "balance_folders -5")):
         with pytest.raises(SystemExit, match=field):
             cli.main(["train", *args, "--data", missing, "--out", str(tmp_path), "--runs", str(tmp_path)])
 

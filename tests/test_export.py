@@ -289,6 +289,33 @@ def test_repeat_folders_weights_training_images_of_a_folder(real_data, tmp_path)
     assert 0 < hits < 2000 and small.info["train"] == 2000 + 2 * hits and small.info["train_limit"] == 2000
 
 
+def test_balance_folders_weights_small_folders_by_square_root(real_data):
+    """--balance-folders N: an image of a folder with n < N training images is used
+    round(sqrt(N / n)) times (at most BALANCE_MAX_TIMES); big folders, validation and test are
+    untouched; with --repeat-folder the larger count wins; the card's data records the repeats."""
+    from collections import Counter
+
+    from digitrec import data
+
+    ds = data.load_dataset(real_data, progress=False)
+    split = ds.split("cluster")
+    size = Counter(ds.items[i].group for i in split["train"])
+    times = train.balance_times(ds, split["train"], 400)
+    tiny = next(g for g, n in size.items() if n <= 3)  # 400 / n >= 44: capped
+    mid = next(g for g, n in size.items() if 60 <= n <= 90)  # sqrt(400 / n) in 2.1 .. 2.6
+    big = max(size, key=size.get)
+    first = {g: next(i for i in split["train"] if ds.items[i].group == g) for g in (tiny, mid, big)}
+    assert times[first[tiny]] == train.BALANCE_MAX_TIMES and times[first[mid]] == 2 and first[big] not in times
+    weighted, used = train.repeated_folders(ds, split, {mid: 3}, times)
+    count = Counter(weighted["train"])
+    assert count[first[tiny]] == train.BALANCE_MAX_TIMES and count[first[mid]] == 3 and count[first[big]] == 1
+    assert weighted["val"] == split["val"] and weighted["test"] == split["test"] and used[mid]["times"] == 3
+    splits = train.load_splits(real_data, "gray", 10, limit=3000, balance=400)
+    record = splits.info["balance_folders"]
+    assert record["below"] == 400 and splits.info["train"] == 3000 + record["repeats"] > 3000
+    assert train.TrainConfig("v4", balance_folders=400).config_hash() != train.TrainConfig("v4").config_hash()
+
+
 def tenths_splits() -> train.Splits:
     """Synthetic 10-class splits that also carry the tenths each digit label was rounded from."""
     from digitrec import labels

@@ -32,9 +32,11 @@ import csv
 import fnmatch
 import hashlib
 import json
+import math
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -84,6 +86,7 @@ class TrainConfig:
     synth_fonts: str = "matplotlib"  # the font set they are drawn in (synth.FONT_SETS)
     ema: float = 0.0  # decay of a moving average of the float phase's weights, which it validates and keeps (0: off)
     repeat_folders: dict = field(default_factory=dict)  # folder glob -> times each training image of it is used
+    balance_folders: int = 0  # folders with n < this many training images are used sqrt(this / n) times (0: off)
 
     def aug(self) -> dict:
         defaults = {
@@ -119,7 +122,7 @@ class TrainConfig:
 # Config keys added after models were shipped: left out of the hash at these defaults.
 CONFIG_ADDED_LATER = {"tenths_weight": 0.0, "patience_after": 0.0, "float_weights": "best", "synth": 0.0,
                       "digit_weight": 1.0, "synth_fonts": "matplotlib", "ema": 0.0,
-                      "repeat_folders": {}}
+                      "repeat_folders": {}, "balance_folders": 0}
 
 
 def _short_hash(doc: dict) -> str:
@@ -255,15 +258,19 @@ class Splits:
 
 
 def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster", limit: int = 0, seed: int = 0,
-                repeat: dict[str, int] | None = None) -> Splits:
+                repeat: dict[str, int] | None = None, balance: int = 0) -> Splits:
     """Train/val/test arrays from the data stage, plus fingerprint and counts for the card;
-    ``repeat`` weights the training images of some folders (``repeated_folders``)."""
+    ``repeat`` and ``balance`` weight the training images of some folders (``repeated_folders``)."""
     from digitrec import data
 
     ds = data.load_dataset(root, progress=True)
     split = limited(ds.split(mode), limit, seed)  # the limit counts images, before any is repeated
-    split, used = repeated_folders(ds, split, repeat or {})
+    weights = balance_times(ds, split["train"], balance)
+    split, used = repeated_folders(ds, split, repeat or {}, weights)
     splits = splits_from(ds, split, color, classes, mode)
+    if balance:
+        splits.info["balance_folders"] = {"below": int(balance), "images": len(weights),
+                                          "repeats": sum(t - 1 for t in weights.values())}
     if limit:
         splits.info["train_limit"] = int(limit)
     if used:
@@ -287,11 +294,13 @@ def folder_matches(group: str, pattern: str) -> bool:
     return group == pattern or group.startswith(pattern + "/") or fnmatch.fnmatchcase(group, pattern)
 
 
-def repeated_folders(ds, split: dict[str, list[int]], repeat: dict[str, int]) -> tuple[dict[str, list[int]], dict]:
+def repeated_folders(ds, split: dict[str, list[int]], repeat: dict[str, int],
+                     times: dict[int, int] | None = None) -> tuple[dict[str, list[int]], dict]:
     """``split`` with each training image of a folder matching a pattern of ``repeat`` used that
-    many times (the most of the patterns it matches), and what each pattern matched. Validation
-    and test are untouched. A pattern that matches no training image is an error."""
-    times = {}
+    many times (the most of the patterns it matches, and of ``times``: image -> times, e.g.
+    ``balance_times``), and what each pattern matched. Validation and test are untouched. A
+    pattern that matches no training image is an error."""
+    times = dict(times or {})
     used = {}
     for pattern, n in repeat.items():
         hits = [i for i in split["train"] if folder_matches(ds.items[i].group, pattern)]
@@ -304,6 +313,20 @@ def repeated_folders(ds, split: dict[str, list[int]], repeat: dict[str, int]) ->
     # the repeats follow in whole passes over the training list (a, b, a, b, not a, a, b, b)
     extra = [i for r in range(2, max(times.values(), default=1) + 1) for i in split["train"] if times.get(i, 1) >= r]
     return {**split, "train": list(split["train"]) + extra}, used
+
+
+BALANCE_MAX_TIMES = 4  # caps the weight of tiny folders: one of 5 images counts as 20 at most
+
+
+def balance_times(ds, train: list[int], below: int) -> dict[int, int]:
+    """Times each image of ``train`` is used so that a meter folder with n < ``below`` training
+    images counts about sqrt(n * below) instead of n (round(sqrt(below / n)) times, at most
+    BALANCE_MAX_TIMES), so rare meters weigh more against the big folders."""
+    if not below:
+        return {}
+    size = Counter(ds.items[i].group for i in train)
+    times = {i: min(BALANCE_MAX_TIMES, round(math.sqrt(below / size[ds.items[i].group]))) for i in train}
+    return {i: t for i, t in times.items() if t > 1}
 
 
 def splits_from(ds, split: dict[str, list[int]], color: str, classes: int, mode: str) -> Splits:
@@ -578,6 +601,8 @@ def check_config(cfg: TrainConfig, model) -> None:
     for pattern, n in cfg.repeat_folders.items():
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"repeat_folders {pattern!r}: {n!r} times; must be a whole number >= 1")
+    if not isinstance(cfg.balance_folders, int) or cfg.balance_folders < 0:
+        raise ValueError(f"balance_folders {cfg.balance_folders!r}: must be a whole number of images >= 0")
     if cfg.tenths_weight < 0 or cfg.digit_weight < 0:
         raise ValueError(f"tenths_weight {cfg.tenths_weight}, digit_weight {cfg.digit_weight}: loss weights "
                          "must not be negative")
@@ -825,6 +850,8 @@ def phase_identity(cfg: TrainConfig, info: dict, teacher_sha: dict[str, str], ph
         doc.pop("ema")
     if not cfg.repeat_folders:  # and before folder weights
         doc.pop("repeat_folders")
+    if not cfg.balance_folders:
+        doc.pop("balance_folders")
     return _short_hash(doc)
 
 
@@ -917,6 +944,7 @@ def train_model(cfg: TrainConfig, splits: Splits, out_root: Path, runs_root: Pat
             "synth": synth_record(cfg, splits),
             "ema": cfg.ema or None,
             "repeat_folders": cfg.repeat_folders or None,
+            "balance_folders": cfg.balance_folders or None,
             "val_accuracy_float": (float_state.get("best") if cfg.float_weights == "best"
                                    else last_logged(rdir / "float", "val_accuracy")),
             "val_accuracy_qat": qat_state.get("best"),
@@ -1060,6 +1088,7 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         synth_fonts=_given_or_recipe(args.synth_fonts, recipe, "synth_fonts", "matplotlib"),
         ema=_given_or_recipe(args.ema, recipe, "ema", 0.0),
         repeat_folders=parse_repeat_folders(args.repeat_folder or []),
+        balance_folders=_given_or_recipe(args.balance_folders, recipe, "balance_folders", 0),
     )
 
 
@@ -1132,7 +1161,7 @@ def run(args: argparse.Namespace) -> int:
         if key not in cache:
             try:
                 cache = {key: load_splits(root, color, classes, cfg.split_mode, cfg.limit, cfg.seed,
-                                          cfg.repeat_folders)}
+                                          cfg.repeat_folders, cfg.balance_folders)}
             except ValueError as exc:  # a --repeat-folder that names no training folder
                 raise SystemExit(f"digitrec train: {exc}") from None
         if args.all and not args.force and card_up_to_date(Path(args.out), cfg, cache[key].info["fingerprint"]):
@@ -1215,6 +1244,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat-folder", action="append", metavar="FOLDER=N",
                    help="use each training image of FOLDER (a path under the dataset root, or a glob) N times, "
                    "e.g. your own meter's labelled frames; repeatable")
+    p.add_argument("--balance-folders", type=int, metavar="N",
+                   help="use each training image of a meter folder with n < N training images round(sqrt(N / n)) "
+                   f"times, at most {BALANCE_MAX_TIMES} (default: the shipped recipe, else off)")
     p.add_argument("--teachers-dir", default="exported_models", help="where --teacher ids live")
     p.add_argument("--out", default="exported_models", help="export root (default exported_models)")
     p.add_argument("--runs", default=RUNS_DIR, help="checkpoint root, outside git (default runs)")
