@@ -193,6 +193,23 @@ def test_random_erasing():
     assert train.TrainConfig("v4").config_hash() == train.TrainConfig("v4", augment={"erase_p": 0.0}).config_hash()
 
 
+def test_elastic_augmentation():
+    """elastic=A bends the crop smoothly by at most A pixels, seeded, with no net shift (the
+    digit's position is the tenth)."""
+    import tensorflow as tf
+
+    off = {k: 0.0 for k in train.TrainConfig("v4").aug()}
+    ramp = np.broadcast_to((np.arange(32, dtype=np.float32) / 31)[None, :, None, None], (16, 32, 20, 1))
+    out = [train.augment(tf.constant(ramp), tf.constant([7, s], tf.int64), {**off, "elastic": 2.0}).numpy()
+           for s in (8, 8, 9)]
+    np.testing.assert_array_equal(out[0], out[1])
+    assert not np.array_equal(out[0], out[2])
+    dy = (out[0] - ramp) * 31  # how far up or down each pixel was read from
+    assert 0.5 < np.abs(dy).max() <= 2.0 + 1e-3
+    assert np.abs(dy[:, 3:29].mean(axis=(1, 2, 3))).max() < 0.3
+    assert train.TrainConfig("v4").config_hash() == train.TrainConfig("v4", augment={"elastic": 0.0}).config_hash()
+
+
 def test_neighbour_label_smoothing():
     t = train.soft_labels(np.array([0, 55]), 100, 0.1).numpy()
     np.testing.assert_allclose(t.sum(axis=1), 1.0, rtol=1e-5)

@@ -55,6 +55,7 @@ AUG_ADDED_LATER = {
     "shear": 0.0,  # +- horizontal shear per unit height: upright and slanted fonts
     "stroke_p": 0.0,  # probability of thickening or thinning the strokes (fonts of other weights)
     "erase_p": 0.0,  # probability of painting a random rectangle over the crop (glare, dirt, window edges)
+    "elastic": 0.0,  # largest smooth local displacement in pixels, no net shift (glyph shapes of other fonts)
 }
 
 
@@ -479,6 +480,8 @@ def augment(images, seed, aug: dict):
         images=images, transforms=_affine(b, h, w, aug, seeds), output_shape=[h, w],
         fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST",
     )
+    if aug["elastic"] > 0:
+        x = _elastic(x, aug["elastic"], tf.random.experimental.stateless_fold_in(seed, 3))
 
     def u(i, lo, hi, n=1):
         return tf.random.stateless_uniform([b, 1, 1, n], seed=seeds[i], minval=lo, maxval=hi)
@@ -506,6 +509,35 @@ def augment(images, seed, aug: dict):
     sigma = u(9, 0.0, aug["noise"])
     x = x + sigma * tf.random.stateless_normal(tf.shape(x), seed=seeds[10])
     return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def _elastic(x, amount: float, seed):
+    """A smooth random displacement field (a 4 x 3 grid of offsets, bicubically upsampled) with
+    no net shift, scaled per image to at most ``amount`` pixels, applied by bilinear sampling:
+    local bends of the strokes, while the digit stays where it is (its position is the tenth)."""
+    import tensorflow as tf
+
+    b, h, w, ch = tf.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
+    s = tf.random.experimental.stateless_split(seed, num=2)
+    grid = tf.random.stateless_uniform([b, 4, 3, 2], seed=s[0], minval=-1.0, maxval=1.0)
+    field = tf.image.resize(grid, [h, w], method="bicubic")
+    field -= tf.reduce_mean(field, axis=[1, 2], keepdims=True)
+    field /= tf.reduce_max(tf.abs(field), axis=[1, 2, 3], keepdims=True) + 1e-6
+    field *= tf.random.stateless_uniform([b, 1, 1, 1], seed=s[1], minval=0.0, maxval=amount)
+    rows = tf.range(h, dtype=tf.float32)[None, :, None] + field[..., 1]
+    cols = tf.range(w, dtype=tf.float32)[None, None, :] + field[..., 0]
+    r0, c0 = tf.floor(rows), tf.floor(cols)
+    fr, fc = (rows - r0)[..., None], (cols - c0)[..., None]
+    flat = tf.reshape(x, [b, h * w, ch])
+
+    def at(r, c):
+        r = tf.clip_by_value(tf.cast(r, tf.int32), 0, h - 1)
+        c = tf.clip_by_value(tf.cast(c, tf.int32), 0, w - 1)
+        return tf.reshape(tf.gather(flat, tf.reshape(r * w + c, [b, h * w]), batch_dims=1), [b, h, w, ch])
+
+    top = at(r0, c0) * (1 - fc) + at(r0, c0 + 1) * fc
+    bottom = at(r0 + 1, c0) * (1 - fc) + at(r0 + 1, c0 + 1) * fc
+    return top * (1 - fr) + bottom * fr
 
 
 def _erase(x, p: float, seed):
