@@ -87,7 +87,7 @@ class TrainConfig:
     synth_fonts: str = "matplotlib"  # the font set they are drawn in (synth.FONT_SETS)
     ema: float = 0.0  # decay of a moving average of the float phase's weights, which it validates and keeps (0: off)
     repeat_folders: dict = field(default_factory=dict)  # folder glob -> times each training image of it is used
-    balance_folders: int = 0  # folders with n < this many training images are used sqrt(this / n) times (0: off)
+    balance_folders: int = 0  # images of folders with n < this many are used round(sqrt(this / n)) times (0: off)
 
     def aug(self) -> dict:
         defaults = {
@@ -1237,7 +1237,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience-after", type=float, metavar="FRACTION",
                    help="allow early stopping only after this fraction of the epochs (default: the shipped "
                    "recipe, else 0)")
-    p.add_argument("--limit", type=int, help="use at most N training images (quick runs; counted before --repeat-folder repeats them)")
+    p.add_argument("--limit", type=int, help="use at most N training images (quick runs; counted before --repeat-folder or "
+                   "--balance-folders repeat any)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-mode", choices=SPLIT_MODES, default="cluster")
     p.add_argument("--aug", nargs="+", metavar="KEY=VALUE", help="augmentation overrides, e.g. shift_y=0.015")
