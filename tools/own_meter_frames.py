@@ -55,10 +55,7 @@ def own_frames_split(ds: data.Dataset, frames: int, seed: int, repeat: int = 1) 
                 taken += sum(ds.items[i].group == folder for i in members[c])
     split["train"] += sorted(moved)
     split["test"] = [i for i in split["test"] if i not in moved]
-    if repeat == 1:
-        return split
-    # a held-out folder's only training images are the frames it gave
-    return train.repeated_folders(ds, split, {ds.items[i].group: repeat for i in moved})[0]
+    return train.repeated_folders(ds, split, {}, {i: repeat for i in moved})[0]
 
 
 def score(tflite: Path, ds: data.Dataset, test: list[int], classes: int, color: str) -> dict[str, float]:

@@ -864,6 +864,8 @@ def run_dir(runs_root: Path, cfg: TrainConfig) -> Path:
 # Settings that do not change how the float phase trains (float_weights only picks which of its
 # epochs QAT starts from), so a finished float phase serves any of their values.
 QAT_ONLY_KEYS = ("qat_epochs", "qat_lr", "qat_dropout", "float_weights")
+# Config keys added after phase identities existed: left out of them at their default (CONFIG_ADDED_LATER).
+IDENTITY_ADDED_LATER = ("synth", "synth_fonts", "ema", "repeat_folders", "balance_folders")
 
 
 def phase_identity(cfg: TrainConfig, info: dict, teacher_sha: dict[str, str], phase: str) -> str:
@@ -874,16 +876,9 @@ def phase_identity(cfg: TrainConfig, info: dict, teacher_sha: dict[str, str], ph
     if phase == "float":
         for key in QAT_ONLY_KEYS:
             doc.pop(key)
-    if not cfg.synth:  # runs from before synthetic digits existed keep their identity
-        doc.pop("synth")
-    if cfg.synth_fonts == "matplotlib":  # likewise runs from before the font sets
-        doc.pop("synth_fonts")
-    if not cfg.ema:  # and before weight averaging
-        doc.pop("ema")
-    if not cfg.repeat_folders:  # and before folder weights
-        doc.pop("repeat_folders")
-    if not cfg.balance_folders:
-        doc.pop("balance_folders")
+    for key in IDENTITY_ADDED_LATER:  # runs from before these settings existed keep their identity
+        if doc[key] == CONFIG_ADDED_LATER[key]:
+            doc.pop(key)
     return _short_hash(doc)
 
 
