@@ -330,6 +330,9 @@ def test_balance_folders_weights_small_folders_by_square_root(real_data):
     splits = train.load_splits(real_data, "gray", 10, limit=3000, balance=400)
     record = splits.info["balance_folders"]
     assert record["below"] == 400 and splits.info["train"] == 3000 + record["repeats"] > 3000
+    # a limited list is weighted by the folders' sizes in the whole split, as a full run is
+    few = train.limited(split, 3000, seed=0)["train"]
+    assert record["images"] == sum(i in times for i in few) < 3000
     assert train.TrainConfig("v4", balance_folders=400).config_hash() != train.TrainConfig("v4").config_hash()
 
 

@@ -265,8 +265,10 @@ def load_splits(root: str | Path, color: str, classes: int, mode: str = "cluster
     from digitrec import data
 
     ds = data.load_dataset(root, progress=True)
-    split = limited(ds.split(mode), limit, seed)  # the limit counts images, before any is repeated
-    weights = balance_times(ds, split["train"], balance)
+    whole = ds.split(mode)
+    split = limited(whole, limit, seed)  # the limit counts images, before any is repeated
+    # folder sizes come from the whole training split: a limited run weights the folders a full one does
+    weights = balance_times(ds, split["train"], balance, counted=whole["train"])
     split, used = repeated_folders(ds, split, repeat or {}, weights)
     splits = splits_from(ds, split, color, classes, mode)
     if balance:
@@ -319,13 +321,14 @@ def repeated_folders(ds, split: dict[str, list[int]], repeat: dict[str, int],
 BALANCE_MAX_TIMES = 4  # caps the weight of tiny folders: one of 5 images counts as 20 at most
 
 
-def balance_times(ds, train: list[int], below: int) -> dict[int, int]:
+def balance_times(ds, train: list[int], below: int, counted: list[int] | None = None) -> dict[int, int]:
     """Times each image of ``train`` is used so that a meter folder with n < ``below`` training
     images counts about sqrt(n * below) instead of n (round(sqrt(below / n)) times, at most
-    BALANCE_MAX_TIMES), so rare meters weigh more against the big folders."""
+    BALANCE_MAX_TIMES), so rare meters weigh more against the big folders. n counts the
+    folder's images in ``counted`` (default ``train``; a subset of it may be weighted by the whole)."""
     if not below:
         return {}
-    size = Counter(ds.items[i].group for i in train)
+    size = Counter(ds.items[i].group for i in (train if counted is None else counted))
     times = {i: min(BALANCE_MAX_TIMES, round(math.sqrt(below / size[ds.items[i].group]))) for i in train}
     return {i: t for i, t in times.items() if t > 1}
 
