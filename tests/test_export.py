@@ -210,6 +210,28 @@ def test_elastic_augmentation():
     assert train.TrainConfig("v4").config_hash() == train.TrainConfig("v4", augment={"elastic": 0.0}).config_hash()
 
 
+def test_shading_augmentation():
+    """shading=A multiplies each crop by a linear light ramp of at most +-A, seeded; a flat crop
+    comes out as a plane (bright on one side, dark on the other) with its mean kept."""
+    import tensorflow as tf
+
+    off = {k: 0.0 for k in train.TrainConfig("v4").aug()}
+    flat = np.full((32, 32, 20, 1), 0.5, np.float32)
+    out = [train.augment(tf.constant(flat), tf.constant([5, s], tf.int64), {**off, "shading": 0.4}).numpy()
+           for s in (1, 1, 2)]
+    np.testing.assert_array_equal(out[0], out[1])
+    assert not np.array_equal(out[0], out[2])
+    gain = out[0][..., 0] / 0.5 - 1.0
+    assert np.abs(gain).max() <= 0.4 + 1e-4 and np.abs(gain).max(axis=(1, 2)).mean() > 0.1
+    np.testing.assert_allclose(gain.mean(axis=(1, 2)), 0.0, atol=1e-4)
+    rows, cols = np.meshgrid(np.arange(32), np.arange(20), indexing="ij")
+    design = np.stack([rows.ravel(), cols.ravel(), np.ones(640)], axis=1)
+    for g in gain:  # a plane: no residual after a least-squares fit of a + b * row + c * col
+        fit = np.linalg.lstsq(design, g.ravel(), rcond=None)[0]
+        assert np.abs(design @ fit - g.ravel()).max() < 1e-4
+    assert train.TrainConfig("v4").config_hash() == train.TrainConfig("v4", augment={"shading": 0.0}).config_hash()
+
+
 def test_neighbour_label_smoothing():
     t = train.soft_labels(np.array([0, 55]), 100, 0.1).numpy()
     np.testing.assert_allclose(t.sum(axis=1), 1.0, rtol=1e-5)

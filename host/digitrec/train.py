@@ -56,6 +56,7 @@ AUG_ADDED_LATER = {
     "stroke_p": 0.0,  # probability of thickening or thinning the strokes (fonts of other weights)
     "erase_p": 0.0,  # probability of painting a random rectangle over the crop (glare, dirt, window edges)
     "elastic": 0.0,  # largest smooth local displacement in pixels, no net shift (glyph shapes of other fonts)
+    "shading": 0.0,  # largest +- gain of a linear light gradient across the crop (a lamp or flash to one side)
 }
 
 
@@ -498,6 +499,8 @@ def augment(images, seed, aug: dict):
         x = tf.where(u(4, 0.0, 1.0) < aug["blur_p"], blurred, x)
     if aug["stroke_p"] > 0:
         x = tf.where(u(15, 0.0, 1.0) < aug["stroke_p"], _stroke(x, u(16, -1.0, 1.0)), x)
+    if aug["shading"] > 0:
+        x = _shading(x, aug["shading"], tf.random.experimental.stateless_fold_in(seed, 4))
     mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
     x = (x - mean) * u(5, 1 - aug["contrast"], 1 + aug["contrast"]) + mean
     x = x + u(6, -aug["brightness"], aug["brightness"])
@@ -541,6 +544,23 @@ def _elastic(x, amount: float, seed):
     top = at(r0, c0) * (1 - fc) + at(r0, c0 + 1) * fc
     bottom = at(r0 + 1, c0) * (1 - fc) + at(r0 + 1, c0 + 1) * fc
     return top * (1 - fr) + bottom * fr
+
+
+def _shading(x, amount: float, seed):
+    """Uneven light: each crop times 1 + s * g, g a linear ramp from -1 to 1 across the crop in a
+    random direction and s uniform in [0, ``amount``] (one side up to that much brighter, the
+    other as much darker)."""
+    import tensorflow as tf
+
+    b, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
+    s = tf.random.experimental.stateless_split(seed, num=2)
+    angle = tf.random.stateless_uniform([b, 1, 1, 1], seed=s[0], minval=-np.pi, maxval=np.pi)
+    gain = tf.random.stateless_uniform([b, 1, 1, 1], seed=s[1], minval=0.0, maxval=amount)
+    rows = tf.linspace(-1.0, 1.0, h)[None, :, None, None]
+    cols = tf.linspace(-1.0, 1.0, w)[None, None, :, None]
+    c, sn = tf.cos(angle), tf.sin(angle)
+    ramp = (c * cols + sn * rows) / (tf.abs(c) + tf.abs(sn))  # -1 .. 1 at opposite corners or sides
+    return x * (1.0 + gain * ramp)
 
 
 def _erase(x, p: float, seed):
