@@ -232,6 +232,29 @@ def test_shading_augmentation():
     assert train.TrainConfig("v4").config_hash() == train.TrainConfig("v4", augment={"shading": 0.0}).config_hash()
 
 
+def test_line_augmentation():
+    """line_p=P draws, in about a P share of the crops, one thin near-horizontal line across the
+    whole width in one gray level, seeded; the other crops are untouched."""
+    import tensorflow as tf
+
+    off = {k: 0.0 for k in train.TrainConfig("v4").aug()}
+    x = np.full((64, 32, 20, 1), 0.5, np.float32)
+    out = [train.augment(tf.constant(x), tf.constant([9, s], tf.int64), {**off, "line_p": 0.5}).numpy()
+           for s in (3, 3, 4)]
+    np.testing.assert_array_equal(out[0], out[1])
+    assert not np.array_equal(out[0], out[2])
+    hit = (np.abs(out[0] - 0.5) > 1e-3)[..., 0]  # 64 x 32 x 20
+    lined = hit.any(axis=(1, 2))
+    assert 16 <= lined.sum() <= 48
+    for img in hit[lined]:
+        rows = [np.nonzero(img[:, c])[0] for c in range(20)]
+        assert all(len(r) for r in rows)  # it crosses every column
+        assert max(np.ptp(r) for r in rows) <= 4  # thin: a few rows per column
+        centre = [r.mean() for r in rows]
+        assert abs(centre[-1] - centre[0]) <= 20 * np.tan(np.pi / 12) + 2  # within 15 degrees
+    assert train.TrainConfig("v4").config_hash() == train.TrainConfig("v4", augment={"line_p": 0.0}).config_hash()
+
+
 def test_neighbour_label_smoothing():
     t = train.soft_labels(np.array([0, 55]), 100, 0.1).numpy()
     np.testing.assert_allclose(t.sum(axis=1), 1.0, rtol=1e-5)

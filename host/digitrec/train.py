@@ -57,6 +57,7 @@ AUG_ADDED_LATER = {
     "erase_p": 0.0,  # probability of painting a random rectangle over the crop (glare, dirt, window edges)
     "elastic": 0.0,  # largest smooth local displacement in pixels, no net shift (glyph shapes of other fonts)
     "shading": 0.0,  # largest +- gain of a linear light gradient across the crop (a lamp or flash to one side)
+    "line_p": 0.0,  # probability of a thin near-horizontal line across the crop (a pointer, a window seam)
 }
 
 
@@ -512,6 +513,8 @@ def augment(images, seed, aug: dict):
     x = tf.pow(x + 1e-6, tf.exp(u(8, -aug["gamma"], aug["gamma"])))
     if aug["erase_p"] > 0:
         x = _erase(x, aug["erase_p"], tf.random.experimental.stateless_fold_in(seed, 2))
+    if aug["line_p"] > 0:
+        x = _line(x, aug["line_p"], tf.random.experimental.stateless_fold_in(seed, 5))
     sigma = u(9, 0.0, aug["noise"])
     x = x + sigma * tf.random.stateless_normal(tf.shape(x), seed=seeds[10])
     return tf.clip_by_value(x, 0.0, 1.0)
@@ -561,6 +564,28 @@ def _shading(x, amount: float, seed):
     c, sn = tf.cos(angle), tf.sin(angle)
     ramp = (c * cols + sn * rows) / (tf.abs(c) + tf.abs(sn))  # -1 .. 1 at opposite corners or sides
     return x * (1.0 + gain * ramp)
+
+
+def _line(x, p: float, seed):
+    """With probability p per image, one straight line 1-2.5 px thick, within 15 degrees of
+    horizontal, across the whole width at a random height, of a random gray level (dark or
+    bright) blended at 60-100 %: the pointers, seams and window edges that cross digits."""
+    import tensorflow as tf
+
+    b, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
+    s = tf.random.experimental.stateless_split(seed, num=6)
+
+    def u(i, lo, hi):
+        return tf.random.stateless_uniform([b, 1, 1, 1], seed=s[i], minval=lo, maxval=hi)
+
+    angle = u(0, -1.0, 1.0) * np.pi / 12
+    y0, thick = u(1, 0.1, 0.9) * (h - 1), u(2, 1.0, 2.5)
+    rows = tf.range(h, dtype=tf.float32)[None, :, None, None]
+    cols = tf.range(w, dtype=tf.float32)[None, None, :, None] - (w - 1) / 2.0
+    dist = tf.abs((rows - y0) * tf.cos(angle) - cols * tf.sin(angle))  # distance to the line in px
+    cover = tf.clip_by_value(thick / 2.0 + 0.5 - dist, 0.0, 1.0) * u(3, 0.6, 1.0)  # antialiased edge
+    cover *= tf.cast(u(4, 0.0, 1.0) < p, tf.float32)
+    return x + cover * (u(5, 0.0, 1.0) - x)
 
 
 def _erase(x, p: float, seed):
