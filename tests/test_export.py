@@ -250,6 +250,25 @@ def test_line_augmentation():
         assert abs(centre[-1] - centre[0]) <= 20 * np.tan(np.pi / 12) + 2  # within 15 degrees
 
 
+def test_preview_aug_draws_the_recipe_and_trains_nothing(real_data, tmp_path):
+    """train --preview-aug FILE.png: a montage of training crops (v15 100's recipe adds synthetic
+    digits) and their augmented draws, written without training or exporting anything."""
+    from PIL import Image
+
+    from digitrec import cli
+
+    png, out, runs = tmp_path / "aug.png", tmp_path / "out", tmp_path / "runs"
+    args = ["train", "--model", "v15", "--classes", "100", "--data", str(real_data), "--limit", "300",
+            "--aug", "shading=0.3", "--out", str(out), "--runs", str(runs)]
+    assert train.SHIPPED_RECIPES[("v15", 100, "gray")]["synth"] > 0
+    assert cli.main([*args, "--preview-aug", str(png)]) == 0
+    img = np.asarray(Image.open(png).convert("L"), np.float32)
+    assert img.shape[0] > 400 and img.shape[1] > 600 and img.std() > 20
+    assert not out.exists() and not runs.exists()
+    with pytest.raises(SystemExit, match="--preview-aug"):
+        cli.main([*args[:1], "--all", *args[5:], "--preview-aug", str(png)])
+
+
 def test_neighbour_label_smoothing():
     t = train.soft_labels(np.array([0, 55]), 100, 0.1).numpy()
     np.testing.assert_allclose(t.sum(axis=1), 1.0, rtol=1e-5)

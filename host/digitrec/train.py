@@ -365,6 +365,47 @@ def with_synthetic(splits: Splits, cfg: TrainConfig) -> Splits:
     return replace(splits, x=xs, y=ys, tenths=tenths, teacher=None, synth=n)  # teachers see the new images
 
 
+def save_aug_preview(splits: Splits, cfg: TrainConfig, path: Path, crops: int = 12, draws: int = 5) -> None:
+    """PNG of what training sees: ``crops`` seeded training images (a third of them synthetic
+    font digits when ``cfg.synth`` adds those), as stored (top row) and through ``augment`` with
+    the config's parameters ``draws`` times (rows below), each column titled with its label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import tensorflow as tf
+
+    from digitrec import synth
+
+    n_synth = crops // 3 if cfg.synth else 0
+    x, y = splits.x["train"], splits.y["train"]
+    pick = np.sort(np.random.default_rng(cfg.seed).choice(len(x), min(crops - n_synth, len(x)), replace=False))
+    x, y = x[pick], y[pick]
+    if n_synth:
+        sx, sy, _ = synth.render_batch(n_synth, cfg.color, cfg.classes, cfg.seed, cfg.synth_fonts)
+        x, y = np.concatenate([x, sx]), np.concatenate([y, sy.astype(y.dtype)])
+    imgs = tf.constant(x.astype(np.float32) / 255.0)
+    rows = [imgs.numpy()] + [augment(imgs, tf.constant([cfg.seed, d], tf.int64), cfg.aug()).numpy()
+                             for d in range(draws)]
+    fig, axes = plt.subplots(len(rows), len(x), figsize=(len(x) * 0.75, len(rows) * 1.15), squeeze=False)
+    for r, batch in enumerate(rows):
+        for c, img in enumerate(batch):
+            ax = axes[r][c]
+            ax.axis("off")
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0.0, vmax=1.0)
+            if r == 0:
+                label = f"{y[c]}" if cfg.classes == 10 else f"{y[c] / 10:.1f}"
+                ax.set_title(label + (" s" if c >= len(pick) else ""), fontsize=7)
+    default = TrainConfig(cfg.model, cfg.classes, cfg.color).aug()
+    changed = {k: v for k, v in cfg.aug().items() if v != default[k]}
+    fig.suptitle(f"{cfg.model} {cfg.classes}cls: stored (top), {draws} augmented draws below"
+                 + (f"\n(unlike the defaults: {changed})" if changed else ""), fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def synth_record(cfg: TrainConfig, splits: Splits) -> dict | None:
     """What the card says of the synthetic digits a model trained on (None: real images only)."""
     if not cfg.synth:
@@ -1221,6 +1262,8 @@ def run(args: argparse.Namespace) -> int:
         jobs = [(args.model, args.classes, args.color)]
     else:
         raise SystemExit("give --model NAME or --all")
+    if args.preview_aug and args.all:
+        raise SystemExit("--preview-aug shows one recipe: give --model NAME, not --all")
     failures = []
     cache: dict[tuple[int, str], Splits] = {}
     for model, classes, color in jobs:
@@ -1239,6 +1282,10 @@ def run(args: argparse.Namespace) -> int:
                                           cfg.repeat_folders, cfg.balance_folders)}
             except ValueError as exc:  # a --repeat-folder that names no training folder
                 raise SystemExit(f"digitrec train: {exc}") from None
+        if args.preview_aug:
+            save_aug_preview(cache[key], cfg, Path(args.preview_aug))
+            print(f"wrote {args.preview_aug} (augmentation preview; nothing trained)")
+            return 0
         if args.all and not args.force and card_up_to_date(Path(args.out), cfg, cache[key].info["fingerprint"]):
             print(f"skip {model} {classes}cls {color}: card up to date")
             for tid in changed_teachers(Path(args.out), cfg, Path(args.teachers_dir)):
@@ -1326,6 +1373,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teachers-dir", default="exported_models", help="where --teacher ids live")
     p.add_argument("--out", default="exported_models", help="export root (default exported_models)")
     p.add_argument("--runs", default=RUNS_DIR, help="checkpoint root, outside git (default runs)")
+    p.add_argument("--preview-aug", metavar="FILE.png",
+                   help="write a PNG of a few training crops and their augmented draws under this recipe and "
+                   "--aug overrides, then stop without training (with --model)")
     p.add_argument("--all", action="store_true", help="train the whole zoo, skipping up-to-date cards")
     p.add_argument("--force", action="store_true", help="with --all: retrain even if the card is up to date")
     p.set_defaults(func=run)
