@@ -490,6 +490,28 @@ def test_ensemble_ceiling_bounds(real_data, capsys):
     assert any("smoothed argmax" in line and "circular mean" in line for line in lines)
 
 
+def test_threshold_cuts_agree_with_the_bench(real_data, tmp_path, capsys):
+    """tools/threshold_cuts.py: at cut 0 every image is answered at the model's accuracy; higher
+    cuts answer fewer; the bench threshold is the one confidence.threshold_for picks on val."""
+    from digitrec import confidence
+
+    tool = _tool("threshold_cuts")
+    out = tmp_path / "cuts.json"
+    models = bench.REPO_ROOT / "exported_models"
+    assert tool.main([str(models), str(models), "--model", "10cls_GRAY/v17", "--data", str(real_data),
+                      "--cuts", "0", "0.8", "0.95", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert len(rows) == 2 and rows[0] == {**rows[1], "dir": rows[0]["dir"]}
+    row = rows[0]
+    assert row["cuts"]["0"] == [1.0, row["accuracy"]]
+    assert 1.0 >= row["cuts"]["0.8"][0] >= row["cuts"]["0.95"][0] and row["cuts"]["0.8"][1] > row["accuracy"]
+    test = bench.DataSource(real_data, split="test")
+    m = bench.load_model("10cls_GRAY/v17", models / "10cls_GRAY/v17/model.tflite")
+    chosen = confidence.threshold_for(*tool.confident_right(m, test.calibration), confidence.TARGETS[10])
+    assert row["bench_threshold"] == chosen and row["bench"] == list(confidence.answered(*tool.confident_right(m, test), chosen))
+    assert "10cls_GRAY/v17 over 2 dirs:" in capsys.readouterr().out
+
+
 def test_own_meter_frames_split(real_data):
     """tools/own_meter_frames.py: each held-out folder gives at least K frames to training as whole
     near-duplicate clusters; no remaining held-out frame has a near-copy among them; val is untouched."""
