@@ -58,7 +58,9 @@ def test_predict_reads_real_crops_and_skips_a_corrupt_one(real_data, tmp_path, c
     assert set(rows) == set(truth) | {"broken.jpg"}
     assert len(out.read_text().splitlines()) == 1 + len(rows)  # a file named twice is read once
     assert rows["broken.jpg"]["reading"] == "" and "decode" in rows["broken.jpg"]["error"]
-    assert "broken.jpg" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "broken.jpg" in printed.err
+    assert "threshold 0.850 from" in printed.out and "never seen a higher --threshold" in printed.out
     right = sum(int(rows[n]["reading"]) == labels.class10(v) for n, v in truth.items())
     assert right >= 0.9 * len(truth)
     for n in truth:  # the threshold is this model's row of the bench JSON
@@ -66,7 +68,7 @@ def test_predict_reads_real_crops_and_skips_a_corrupt_one(real_data, tmp_path, c
     assert {rows[n]["sure"] for n in truth} == {"0", "1"}
 
 
-def test_predict_tenths_and_threshold_option(real_data, tmp_path):
+def test_predict_tenths_and_threshold_option(real_data, tmp_path, capsys):
     crops = tmp_path / "crops"
     crops.mkdir()
     truth = _real_crops(real_data, crops, n=20)
@@ -86,6 +88,7 @@ def test_predict_tenths_and_threshold_option(real_data, tmp_path):
     )
     assert near >= 0.8 * len(truth)
     assert all(rows[n]["sure"] == str(int(float(rows[n]["confidence"]) >= 0.5)) for n in truth)
+    assert "never seen" not in capsys.readouterr().out  # a threshold of your own needs no warning
 
 
 def test_predict_names_what_is_missing(tmp_path, capsys):

@@ -227,6 +227,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(args.images)}", file=sys.stderr)
         return 2
     threshold = args.threshold if args.threshold is not None else bench_threshold(Path(args.bench), m.sha256)
+    if args.threshold is None and threshold is not None:
+        print(f"threshold {threshold:.3f} from {args.bench}: chosen on meters training has seen; on a meter the "
+              "model has never seen a higher --threshold keeps the accuracy (docs/benchmarking.md, "
+              "'On meters never seen in training')")
     readings = read_images(m, files, threshold, progress=not args.quiet)
     for r in readings:
         if r.error:
