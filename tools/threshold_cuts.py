@@ -32,13 +32,14 @@ def confident_right(m: bench.Model, data: bench.DataSource) -> tuple[np.ndarray,
     return m.probabilities(out).max(axis=1), labels.read_class(out) == y
 
 
-def cuts_of(m: bench.Model, test: bench.DataSource, val: bench.DataSource, cuts: tuple[float, ...]) -> dict:
-    """answered / accuracy of answers on ``test`` at the bench's threshold (chosen on ``val``)
-    and at each of ``cuts``."""
+def cuts_of(m: bench.Model, test: bench.DataSource, cuts: tuple[float, ...]) -> dict:
+    """answered / accuracy of answers on ``test`` at the threshold the bench chooses (its own
+    step, on ``test.calibration``: validation) and at each of ``cuts``."""
     conf, right = confident_right(m, test)
-    chosen = confidence.threshold_for(*confident_right(m, val), confidence.TARGETS[m.classes])
-    row = {"model": m.id, "accuracy": float(right.mean()), "bench_threshold": chosen,
-           "bench": confidence.answered(conf, right, chosen)}
+    chosen = {"warnings": []}
+    bench.confidence_figures(chosen, m, conf, right, test.calibration, bench.Options(plots=False))
+    row = {"model": m.id, "accuracy": float(right.mean()), "bench_threshold": chosen["confidence_threshold"],
+           "bench": (chosen["answered"], chosen["accuracy_answered"])}
     row["cuts"] = {f"{c:g}": confidence.answered(conf, right, c) for c in cuts}
     return row
 
@@ -86,14 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--data (or $DIGITREC_DATA) is required")
     cuts = tuple(args.cuts)
     test = bench.DataSource(Path(args.data), split="test", split_mode=args.split_mode)
-    val = test.calibration  # the validation split of the same dataset load
     rows = []
     for d in args.dirs:
         found = bench.discover(d, args.model, None)
         if not found:
             ap.error(f"{d}: no .tflite models found")
         for mid, path in found:
-            rows.append({"dir": str(d), **cuts_of(bench.load_model(mid, path), test, val, cuts)})
+            rows.append({"dir": str(d), **cuts_of(bench.load_model(mid, path), test, cuts)})
     print_rows(rows, cuts)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

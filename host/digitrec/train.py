@@ -561,6 +561,19 @@ def augment(images, seed, aug: dict):
     return tf.clip_by_value(x, 0.0, 1.0)
 
 
+def _per_image_uniform(seed, batch, streams: int):
+    """``u(i, lo, hi)``: one uniform draw per image (shape batch x 1 x 1 x 1) from stream ``i`` of
+    ``streams`` split off ``seed``, so each parameter of an augmentation has its own stream."""
+    import tensorflow as tf
+
+    s = tf.random.experimental.stateless_split(seed, num=streams)
+
+    def u(i, lo, hi):
+        return tf.random.stateless_uniform([batch, 1, 1, 1], seed=s[i], minval=lo, maxval=hi)
+
+    return u
+
+
 def _elastic(x, amount: float, seed):
     """A smooth random displacement field (a 4 x 3 grid of offsets, bicubically upsampled) with
     no net shift, scaled per image to at most ``amount`` pixels, applied by bilinear sampling:
@@ -596,10 +609,9 @@ def _shading(x, amount: float, seed):
     other as much darker)."""
     import tensorflow as tf
 
-    b, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
-    s = tf.random.experimental.stateless_split(seed, num=2)
-    angle = tf.random.stateless_uniform([b, 1, 1, 1], seed=s[0], minval=-np.pi, maxval=np.pi)
-    gain = tf.random.stateless_uniform([b, 1, 1, 1], seed=s[1], minval=0.0, maxval=amount)
+    h, w = x.shape[1], x.shape[2]
+    u = _per_image_uniform(seed, tf.shape(x)[0], 2)
+    angle, gain = u(0, -np.pi, np.pi), u(1, 0.0, amount)
     rows = tf.linspace(-1.0, 1.0, h)[None, :, None, None]
     cols = tf.linspace(-1.0, 1.0, w)[None, None, :, None]
     c, sn = tf.cos(angle), tf.sin(angle)
@@ -613,12 +625,8 @@ def _line(x, p: float, seed):
     bright) blended at 60-100 %: the pointers, seams and window edges that cross digits."""
     import tensorflow as tf
 
-    b, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
-    s = tf.random.experimental.stateless_split(seed, num=6)
-
-    def u(i, lo, hi):
-        return tf.random.stateless_uniform([b, 1, 1, 1], seed=s[i], minval=lo, maxval=hi)
-
+    h, w = x.shape[1], x.shape[2]
+    u = _per_image_uniform(seed, tf.shape(x)[0], 6)
     angle = u(0, -1.0, 1.0) * np.pi / 12
     y0, thick = u(1, 0.1, 0.9) * (h - 1), u(2, 1.0, 2.5)
     rows = tf.range(h, dtype=tf.float32)[None, :, None, None]
@@ -634,12 +642,8 @@ def _erase(x, p: float, seed):
     painted a uniform random gray level (random erasing)."""
     import tensorflow as tf
 
-    b, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
-    s = tf.random.experimental.stateless_split(seed, num=6)
-
-    def u(i, lo, hi):
-        return tf.random.stateless_uniform([b, 1, 1, 1], seed=s[i], minval=lo, maxval=hi)
-
+    h, w = x.shape[1], x.shape[2]
+    u = _per_image_uniform(seed, tf.shape(x)[0], 6)
     area, ratio = u(0, 0.05, 0.25) * h * w, tf.exp(u(1, np.log(0.5), np.log(2.0)))
     eh, ew = tf.minimum(tf.sqrt(area * ratio), h * 1.0), tf.minimum(tf.sqrt(area / ratio), w * 1.0)
     y0, x0 = u(2, 0.0, 1.0) * (h - eh), u(3, 0.0, 1.0) * (w - ew)
