@@ -250,6 +250,29 @@ def test_line_augmentation():
         assert abs(centre[-1] - centre[0]) <= 20 * np.tan(np.pi / 12) + 2  # within 15 degrees
 
 
+def test_mixup_blends_images_and_targets_alike():
+    """mixup=A blends each training image with its partner in the reversed batch by the same
+    weight as its targets, the image's own label always the larger part; seeded; off at 0."""
+    x, y = synthetic(64, 10, 0)
+    off = {k: 0.0 for k in train.TrainConfig("v4").aug()}
+    cfg = train.TrainConfig(model="v4", classes=10, epochs=1, batch=32, label_smoothing=0.0,
+                            augment={**off, "mixup": 0.4})
+    imgs, target = (t.numpy() for t in next(iter(train.train_dataset(x, y, cfg, 0)[0])))
+    again = next(iter(train.train_dataset(x, y, cfg, 0)[0]))[0].numpy()
+    np.testing.assert_array_equal(imgs, again)
+    perm = np.random.default_rng([cfg.seed, 0]).permutation(64)[:32]
+    own, partner = y[perm], y[perm][::-1]
+    np.testing.assert_allclose(target.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(target.argmax(1), own)
+    lam = target[np.arange(32), own]
+    differ = own != partner
+    assert (lam[differ] >= 0.5).all() and (lam[differ] < 0.95).sum() >= 4  # some images really mixed
+    src = x[perm].astype(np.float32) / 255.0
+    expected = lam[:, None, None, None] * src + (1 - lam[:, None, None, None]) * src[::-1]
+    np.testing.assert_allclose(imgs[differ], expected[differ], atol=1e-4)
+    assert train.TrainConfig("v4").config_hash() == train.TrainConfig("v4", augment={"mixup": 0.0}).config_hash()
+
+
 def test_preview_aug_draws_the_recipe_and_trains_nothing(real_data, tmp_path):
     """train --preview-aug FILE.png: a montage of training crops (v15 100's recipe adds synthetic
     digits) and their augmented draws, written without training or exporting anything."""

@@ -58,6 +58,7 @@ AUG_ADDED_LATER = {
     "elastic": 0.0,  # largest smooth local displacement in pixels, no net shift (glyph shapes of other fonts)
     "shading": 0.0,  # largest +- gain of a linear light gradient across the crop (a lamp or flash to one side)
     "line_p": 0.0,  # probability of a thin near-horizontal line across the crop (a pointer, a window seam)
+    "mixup": 0.0,  # Beta(a, a) of mixup: each image and its targets blended with another of the batch (0: off)
 }
 
 
@@ -367,8 +368,9 @@ def with_synthetic(splits: Splits, cfg: TrainConfig) -> Splits:
 
 def save_aug_preview(splits: Splits, cfg: TrainConfig, path: Path, crops: int = 12, draws: int = 5) -> None:
     """PNG of what training sees: ``crops`` seeded training images (a third of them synthetic
-    font digits when ``cfg.synth`` adds those), as stored (top row) and through ``augment`` with
-    the config's parameters ``draws`` times (rows below), each column titled with its label."""
+    font digits when ``cfg.synth`` adds those), as stored (top row) and through ``augment`` (and
+    ``mixup``, blending the crops shown) with the config's parameters ``draws`` times (rows
+    below), each column titled with its label."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -384,9 +386,16 @@ def save_aug_preview(splits: Splits, cfg: TrainConfig, path: Path, crops: int = 
     if n_synth:
         sx, sy, _ = synth.render_batch(n_synth, cfg.color, cfg.classes, cfg.seed, cfg.synth_fonts)
         x, y = np.concatenate([x, sx]), np.concatenate([y, sy.astype(y.dtype)])
-    imgs = tf.constant(x.astype(np.float32) / 255.0)
-    rows = [imgs.numpy()] + [augment(imgs, tf.constant([cfg.seed, d], tf.int64), cfg.aug()).numpy()
-                             for d in range(draws)]
+    imgs, aug = tf.constant(x.astype(np.float32) / 255.0), cfg.aug()
+
+    def draw(d: int) -> np.ndarray:  # as train_dataset: augment, then mixup within the batch
+        seed = tf.constant([cfg.seed, d], tf.int64)
+        out = augment(imgs, seed, aug)
+        if aug["mixup"] > 0:
+            out = mixup(out, tf.zeros([len(x), 1]), aug["mixup"], seed)[0]
+        return out.numpy()
+
+    rows = [imgs.numpy()] + [draw(d) for d in range(draws)]
     fig, axes = plt.subplots(len(rows), len(x), figsize=(len(x) * 0.75, len(rows) * 1.15), squeeze=False)
     for r, batch in enumerate(rows):
         for c, img in enumerate(batch):
@@ -653,6 +662,22 @@ def _erase(x, p: float, seed):
     return tf.where(inside, u(5, 0.0, 1.0), x)
 
 
+def mixup(images, targets, alpha: float, seed):
+    """Mixup against the batch reversed (the batch is a random draw, so that pairs random images):
+    each image and its targets weighted by lam = max(b, 1 - b), b ~ Beta(alpha, alpha), its
+    partner by 1 - lam, so every image keeps its own label as the larger part."""
+    import tensorflow as tf
+
+    b = tf.shape(images)[0]
+    s = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 6), num=2)
+    g1 = tf.random.stateless_gamma([b], seed=s[0], alpha=alpha)
+    g2 = tf.random.stateless_gamma([b], seed=s[1], alpha=alpha)
+    beta = g1 / (g1 + g2 + 1e-12)
+    lam = tf.maximum(beta, 1.0 - beta)
+    mixed = lam[:, None, None, None] * images + (1.0 - lam[:, None, None, None]) * tf.reverse(images, [0])
+    return mixed, lam[:, None] * targets + (1.0 - lam[:, None]) * tf.reverse(targets, [0])
+
+
 def train_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, start_epoch: int,
                   teacher: np.ndarray | None = None, tenths: np.ndarray | None = None):
     """Batches for epochs [start_epoch, cfg.epochs); returns (dataset, steps_per_epoch).
@@ -682,6 +707,8 @@ def train_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, start_epoch: i
             target = (1.0 - cfg.kd_alpha) * target + cfg.kd_alpha * tf.gather(ts, i)
         if t100 is not None:
             target = tf.concat([target, soft_labels(tf.gather(t100, i), 100, cfg.label_smoothing)], axis=-1)
+        if aug["mixup"] > 0:
+            imgs, target = mixup(imgs, target, aug["mixup"], tf.stack([tf.cast(cfg.seed, tf.int64), step]))
         return imgs, target
 
     steps_t = np.arange(step0, step0 + len(idx), dtype=np.int64)
