@@ -100,6 +100,28 @@ def test_synthetic_images_join_the_training_split_only():
     assert train.TrainConfig("dr", synth=0.0).config_hash() != cfg.config_hash()
 
 
+def test_synthetic_digits_can_keep_clear_of_the_flip():
+    """synth_tenths="clear" draws no roll at x.4/x.5 and as many crops; "all" keeps the draws
+    (and config hash) it always had; an unknown setting is named."""
+    _, y, t = synth.render_batch(200, "gray", 10, seed=2, tenths_drawn="clear")
+    assert len(t) == 200 and not np.isin(t % 10, (4, 5)).any()
+    assert set(t % 10) == {0, 1, 2, 3, 6, 7, 8, 9}
+    np.testing.assert_array_equal(y, labels.class10_from_class100(t))
+    _, _, t_all = synth.render_batch(30, "gray", 100, seed=2)
+    np.testing.assert_array_equal(t_all, np.random.default_rng([2, 7]).integers(0, 100, 30))
+    with pytest.raises(ValueError, match="'half'"):
+        synth.render_batch(1, "gray", 10, tenths_drawn="half")
+    rng = np.random.default_rng(0)
+    splits = train.Splits({"train": rng.integers(0, 256, (40, 32, 20, 1), dtype=np.uint8)},
+                          {"train": rng.integers(0, 10, 40)}, {"fingerprint": "f", "split_mode": "cluster"})
+    cfg = train.TrainConfig("v4", synth=0.5, synth_tenths="clear")
+    mixed = train.with_synthetic(splits, cfg)
+    assert train.synth_record(cfg, mixed)["tenths"] == "clear"
+    assert "tenths" not in train.synth_record(train.TrainConfig("v4", synth=0.5), mixed)
+    assert train.TrainConfig("v4", synth=0.5).config_hash() == train.TrainConfig("v4", synth=0.5, synth_tenths="all").config_hash()
+    assert cfg.config_hash() != train.TrainConfig("v4", synth=0.5).config_hash()
+
+
 def test_synth_montage_command(tmp_path):
     from PIL import Image
 

@@ -88,6 +88,7 @@ class TrainConfig:
     float_weights: str = "best"  # QAT starts from the best validation epoch, or "last": the schedule's end
     synth: float = 0.0  # synthetic font digits added to the training split, as a fraction of its size
     synth_fonts: str = "matplotlib"  # the font set they are drawn in (synth.FONT_SETS)
+    synth_tenths: str = "all"  # the tenths they are drawn at: all, or "clear" of x.4/x.5 (synth.TENTHS_DRAWN)
     ema: float = 0.0  # decay of a moving average of the float phase's weights, which it validates and keeps (0: off)
     repeat_folders: dict = field(default_factory=dict)  # folder glob -> times each training image of it is used
     balance_folders: int = 0  # images of folders with n < this many are used round(sqrt(this / n)) times (0: off)
@@ -125,7 +126,7 @@ class TrainConfig:
 
 # Config keys added after models were shipped: left out of the hash at these defaults.
 CONFIG_ADDED_LATER = {"tenths_weight": 0.0, "patience_after": 0.0, "float_weights": "best", "synth": 0.0,
-                      "digit_weight": 1.0, "synth_fonts": "matplotlib", "ema": 0.0,
+                      "digit_weight": 1.0, "synth_fonts": "matplotlib", "synth_tenths": "all", "ema": 0.0,
                       "repeat_folders": {}, "balance_folders": 0}
 
 
@@ -357,7 +358,7 @@ def with_synthetic(splits: Splits, cfg: TrainConfig) -> Splits:
     from digitrec import synth
 
     n = int(round(cfg.synth * len(splits.y["train"])))
-    x, y, t = synth.render_batch(n, cfg.color, cfg.classes, cfg.seed, cfg.synth_fonts)
+    x, y, t = synth.render_batch(n, cfg.color, cfg.classes, cfg.seed, cfg.synth_fonts, cfg.synth_tenths)
     xs = {**splits.x, "train": np.concatenate([splits.x["train"], x])}
     ys = {**splits.y, "train": np.concatenate([splits.y["train"], y.astype(splits.y["train"].dtype)])}
     tenths = dict(splits.tenths)
@@ -384,7 +385,7 @@ def save_aug_preview(splits: Splits, cfg: TrainConfig, path: Path, crops: int = 
     pick = np.sort(np.random.default_rng(cfg.seed).choice(len(x), min(crops - n_synth, len(x)), replace=False))
     x, y = x[pick], y[pick]
     if n_synth:
-        sx, sy, _ = synth.render_batch(n_synth, cfg.color, cfg.classes, cfg.seed, cfg.synth_fonts)
+        sx, sy, _ = synth.render_batch(n_synth, cfg.color, cfg.classes, cfg.seed, cfg.synth_fonts, cfg.synth_tenths)
         x, y = np.concatenate([x, sx]), np.concatenate([y, sy.astype(y.dtype)])
     imgs, aug = tf.constant(x.astype(np.float32) / 255.0), cfg.aug()
 
@@ -421,8 +422,11 @@ def synth_record(cfg: TrainConfig, splits: Splits) -> dict | None:
         return None
     from digitrec import synth
 
-    return {"fraction": cfg.synth, "images": splits.synth, "font_set": cfg.synth_fonts,
-            "fonts": [p.name for p in synth.font_paths(cfg.synth_fonts)], "renderer": synth.RENDERER}
+    record = {"fraction": cfg.synth, "images": splits.synth, "font_set": cfg.synth_fonts,
+              "fonts": [p.name for p in synth.font_paths(cfg.synth_fonts)], "renderer": synth.RENDERER}
+    if cfg.synth_tenths != "all":  # cards from before the option say nothing: all tenths
+        record["tenths"] = cfg.synth_tenths
+    return record
 
 
 def teacher_probabilities(teachers: tuple[str, ...], x: np.ndarray, classes: int, color: str, info: dict,
@@ -985,7 +989,7 @@ def run_dir(runs_root: Path, cfg: TrainConfig) -> Path:
 # epochs QAT starts from), so a finished float phase serves any of their values.
 QAT_ONLY_KEYS = ("qat_epochs", "qat_lr", "qat_dropout", "float_weights")
 # Config keys added after phase identities existed: left out of them at their default (CONFIG_ADDED_LATER).
-IDENTITY_ADDED_LATER = ("synth", "synth_fonts", "ema", "repeat_folders", "balance_folders")
+IDENTITY_ADDED_LATER = ("synth", "synth_fonts", "synth_tenths", "ema", "repeat_folders", "balance_folders")
 
 
 def phase_identity(cfg: TrainConfig, info: dict, teacher_sha: dict[str, str], phase: str) -> str:
@@ -1233,6 +1237,7 @@ def config_from_args(args: argparse.Namespace, model: str, classes: int, color: 
         float_weights=_given_or_recipe(args.float_weights, recipe, "float_weights", "best"),
         synth=_given_or_recipe(args.synth, recipe, "synth", 0.0),
         synth_fonts=_given_or_recipe(args.synth_fonts, recipe, "synth_fonts", "matplotlib"),
+        synth_tenths=_given_or_recipe(args.synth_tenths, recipe, "synth_tenths", "all"),
         ema=_given_or_recipe(args.ema, recipe, "ema", 0.0),
         repeat_folders=parse_repeat_folders(args.repeat_folder or []),
         balance_folders=_given_or_recipe(args.balance_folders, recipe, "balance_folders", 0),
@@ -1385,6 +1390,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="font set of the synthetic digits: matplotlib's 12 bundled fonts, or 'more' (22, "
                    "adding Roboto, Lato, Source Sans Pro, Helvetica, Times, Courier clones; "
                    "default: the shipped recipe, else matplotlib)")
+    p.add_argument("--synth-tenths", choices=synth.TENTHS_DRAWN,
+                   help="tenths the synthetic digits are drawn at: all, or 'clear' (none at x.4/x.5, where the "
+                   "rounded digit flips, so real meters alone teach where it does; default: the shipped recipe, "
+                   "else all)")
     p.add_argument("--label-smoothing", type=float, metavar="EPS",
                    help="label smoothing (for 100 classes 80 %% of it goes to the neighbouring tenths; "
                    "default: the shipped recipe, else 0.1)")
