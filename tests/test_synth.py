@@ -100,13 +100,16 @@ def test_synthetic_images_join_the_training_split_only():
     assert train.TrainConfig("dr", synth=0.0).config_hash() != cfg.config_hash()
 
 
-def test_synthetic_digits_can_keep_clear_of_the_flip():
-    """synth_tenths="clear" draws no roll at x.4/x.5 and as many crops; "all" keeps the draws
-    (and config hash) it always had; an unknown setting is named."""
+def test_synthetic_digits_can_avoid_or_favour_the_flip():
+    """synth_tenths="clear" draws no roll at x.4/x.5 and as many crops, "flip" draws x.4/x.5 three
+    times as often as each other tenth; "all" keeps the draws (and config hash) it always had;
+    an unknown setting is named."""
     _, y, t = synth.render_batch(200, "gray", 10, seed=2, tenths_drawn="clear")
     assert len(t) == 200 and not np.isin(t % 10, (4, 5)).any()
     assert set(t % 10) == {0, 1, 2, 3, 6, 7, 8, 9}
     np.testing.assert_array_equal(y, labels.class10_from_class100(t))
+    _, _, t = synth.render_batch(300, "gray", 10, seed=2, tenths_drawn="flip")
+    assert 0.33 < np.isin(t % 10, (4, 5)).mean() < 0.53  # 6/14 = 43 %, against 20 % for "all"
     _, _, t_all = synth.render_batch(30, "gray", 100, seed=2)
     np.testing.assert_array_equal(t_all, np.random.default_rng([2, 7]).integers(0, 100, 30))
     with pytest.raises(ValueError, match="'half'"):

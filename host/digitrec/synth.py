@@ -52,7 +52,8 @@ MOST_FONT_FILES = (
     ("font_caladea", "files/Caladea-Regular.ttf"),
 )
 FONT_SETS = ("matplotlib", "more", "most")
-TENTHS_DRAWN = ("all", "clear")  # where rolls are drawn: every tenth, or none at x.4/x.5
+# where rolls are drawn: every tenth alike, none at x.4/x.5, or x.4/x.5 three times as often as the others
+TENTHS_DRAWN = ("all", "clear", "flip")
 CANVAS = (64, 40)  # height, width of a rendered crop before the camera path resizes it to 32x20
 # Real drums are not read linearly: models trained on real meters read a flat roll drawn at
 # x.1-x.2 about 0.4 tenths high and at x.7-x.9 about 0.35 low (docs/experiments.md). Drawing the
@@ -176,13 +177,14 @@ def render_batch(n: int, color: str, classes: int, seed: int = 0, fonts: str = "
     """``n`` synthetic crops through the camera path: (N x 32 x 20 x C uint8, labels, tenths).
 
     Tenths are uniform over 0..99 (``tenths_drawn="clear"``: over those not at x.4/x.5, where the
-    rounded digit flips) and fonts cycle, each image drawn from its own seeded generator, so the
+    rounded digit flips; ``"flip"``: x.4/x.5 three times as likely as the others) and fonts cycle, each image drawn from its own seeded generator, so the
     set is the same on every run and machine for the same arguments.
     """
     if tenths_drawn not in TENTHS_DRAWN:
         raise ValueError(f"synthetic digits: tenths {tenths_drawn!r} is not one of {', '.join(TENTHS_DRAWN)}")
     paths = font_paths(fonts)
-    values = np.arange(100) if tenths_drawn == "all" else np.array([t for t in range(100) if t % 10 not in (4, 5)])
+    flip = np.isin(np.arange(100) % 10, (4, 5))
+    values = np.repeat(np.arange(100), {"all": 1, "clear": np.where(flip, 0, 1), "flip": np.where(flip, 3, 1)}[tenths_drawn])
     tenths = values[np.random.default_rng([seed, 7]).integers(0, len(values), n)]
     channels = 1 if color == "gray" else 3
     x = np.zeros((n, preprocess.HEIGHT, preprocess.WIDTH, channels), np.uint8)

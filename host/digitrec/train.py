@@ -88,7 +88,7 @@ class TrainConfig:
     float_weights: str = "best"  # QAT starts from the best validation epoch, or "last": the schedule's end
     synth: float = 0.0  # synthetic font digits added to the training split, as a fraction of its size
     synth_fonts: str = "matplotlib"  # the font set they are drawn in (synth.FONT_SETS)
-    synth_tenths: str = "all"  # the tenths they are drawn at: all, or "clear" of x.4/x.5 (synth.TENTHS_DRAWN)
+    synth_tenths: str = "all"  # the tenths they are drawn at: all alike, none or more at x.4/x.5 (synth.TENTHS_DRAWN)
     ema: float = 0.0  # decay of a moving average of the float phase's weights, which it validates and keeps (0: off)
     repeat_folders: dict = field(default_factory=dict)  # folder glob -> times each training image of it is used
     balance_folders: int = 0  # images of folders with n < this many are used round(sqrt(this / n)) times (0: off)
@@ -1391,9 +1391,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "adding Roboto, Lato, Source Sans Pro, Helvetica, Times, Courier clones; "
                    "default: the shipped recipe, else matplotlib)")
     p.add_argument("--synth-tenths", choices=synth.TENTHS_DRAWN,
-                   help="tenths the synthetic digits are drawn at: all, or 'clear' (none at x.4/x.5, where the "
-                   "rounded digit flips, so real meters alone teach where it does; default: the shipped recipe, "
-                   "else all)")
+                   help="tenths the synthetic digits are drawn at: all alike, 'clear' (none at x.4/x.5, where the "
+                   "rounded digit flips, so real meters alone teach where it does) or 'flip' (x.4/x.5 three times "
+                   "as often as the others; default: the shipped recipe, else all)")
     p.add_argument("--label-smoothing", type=float, metavar="EPS",
                    help="label smoothing (for 100 classes 80 %% of it goes to the neighbouring tenths; "
                    "default: the shipped recipe, else 0.1)")
