@@ -172,19 +172,27 @@ def _jpeg(img, quality: int) -> np.ndarray:
     return preprocess.decode_rgb(buf.getvalue())
 
 
+def tenths_to_draw(tenths_drawn: str = "all") -> np.ndarray:
+    """The tenths (0..99) a synthetic roll is drawn at, one picked uniformly from this list: each
+    once ("all"), none at x.4/x.5, where the rounded digit flips ("clear"), or those three times
+    ("flip")."""
+    if tenths_drawn not in TENTHS_DRAWN:
+        raise ValueError(f"synthetic digits: tenths {tenths_drawn!r} is not one of {', '.join(TENTHS_DRAWN)}")
+    at_flip = np.isin(np.arange(100) % 10, (4, 5))
+    times = {"all": np.ones(100, int), "clear": np.where(at_flip, 0, 1), "flip": np.where(at_flip, 3, 1)}
+    return np.repeat(np.arange(100), times[tenths_drawn])
+
+
 def render_batch(n: int, color: str, classes: int, seed: int = 0, fonts: str = "matplotlib",
                  tenths_drawn: str = "all") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` synthetic crops through the camera path: (N x 32 x 20 x C uint8, labels, tenths).
 
-    Tenths are uniform over 0..99 (``tenths_drawn="clear"``: over those not at x.4/x.5, where the
-    rounded digit flips; ``"flip"``: x.4/x.5 three times as likely as the others) and fonts cycle, each image drawn from its own seeded generator, so the
-    set is the same on every run and machine for the same arguments.
+    Tenths are drawn from :func:`tenths_to_draw` (uniform over 0..99 by default) and fonts
+    cycle, each image drawn from its own seeded generator, so the set is the same on every run
+    and machine for the same arguments.
     """
-    if tenths_drawn not in TENTHS_DRAWN:
-        raise ValueError(f"synthetic digits: tenths {tenths_drawn!r} is not one of {', '.join(TENTHS_DRAWN)}")
     paths = font_paths(fonts)
-    flip = np.isin(np.arange(100) % 10, (4, 5))
-    values = np.repeat(np.arange(100), {"all": 1, "clear": np.where(flip, 0, 1), "flip": np.where(flip, 3, 1)}[tenths_drawn])
+    values = tenths_to_draw(tenths_drawn)
     tenths = values[np.random.default_rng([seed, 7]).integers(0, len(values), n)]
     channels = 1 if color == "gray" else 3
     x = np.zeros((n, preprocess.HEIGHT, preprocess.WIDTH, channels), np.uint8)

@@ -1387,9 +1387,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add synthetic font digits (digitrec synth) to the training split, this fraction of "
                    "its size (default: the shipped recipe, else 0)")
     p.add_argument("--synth-fonts", choices=synth.FONT_SETS,
-                   help="font set of the synthetic digits: matplotlib's 12 bundled fonts, or 'more' (22, "
-                   "adding Roboto, Lato, Source Sans Pro, Helvetica, Times, Courier clones; "
-                   "default: the shipped recipe, else matplotlib)")
+                   help="font set of the synthetic digits: matplotlib's 12 bundled fonts, 'more' (22, "
+                   "adding Roboto, Lato, Source Sans Pro, Helvetica, Times, Courier clones) or 'most' (30) "
+                   "(default: the shipped recipe, else matplotlib)")
     p.add_argument("--synth-tenths", choices=synth.TENTHS_DRAWN,
                    help="tenths the synthetic digits are drawn at: all alike, 'clear' (none at x.4/x.5, where the "
                    "rounded digit flips, so real meters alone teach where it does) or 'flip' (x.4/x.5 three times "
