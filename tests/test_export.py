@@ -727,6 +727,19 @@ def test_a_kill_between_checkpoint_and_state_resumes_from_the_state(tmp_path, mo
                                   ckpt_dir.parent)
 
 
+def test_options_added_later_keep_the_identity_of_runs_from_before():
+    """A run checkpointed before an option existed still resumes after the upgrade: at its default
+    the option stays out of the phase identity (the values are what the code of 0df0c37, before
+    --aug mixup and --synth-tenths, computed); set, it is part of it."""
+    info = {"fingerprint": "f63f433954e5b647", "split_mode": "cluster"}
+    v4 = train.TrainConfig("v4")
+    v15 = train.TrainConfig("v15", classes=100, synth=1.0, synth_fonts="more")
+    assert train.phase_identity(v4, info, {}, "float") == "2d5eb582fdb4a6fb"
+    assert train.phase_identity(v15, info, {}, "qat") == "15e07ed90dcd4b57"
+    assert train.phase_identity(replace(v4, augment={"mixup": 0.2}), info, {}, "float") != "2d5eb582fdb4a6fb"
+    assert train.phase_identity(replace(v15, synth_tenths="clear"), info, {}, "qat") != "15e07ed90dcd4b57"
+
+
 def test_another_config_never_resumes_a_run(tmp_path):
     """A changed QAT setting re-runs QAT on the finished float phase; a changed float setting
     (here the training-set size) or data split starts afresh. The phases left behind are moved

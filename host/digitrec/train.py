@@ -990,13 +990,16 @@ def run_dir(runs_root: Path, cfg: TrainConfig) -> Path:
 QAT_ONLY_KEYS = ("qat_epochs", "qat_lr", "qat_dropout", "float_weights")
 # Config keys added after phase identities existed: left out of them at their default (CONFIG_ADDED_LATER).
 IDENTITY_ADDED_LATER = ("synth", "synth_fonts", "synth_tenths", "ema", "repeat_folders", "balance_folders")
+# Augmentation keys added after phase identities held the whole augmentation: likewise left out
+# at their default (AUG_ADDED_LATER), so a run from before them still resumes. Add new keys here.
+AUG_IDENTITY_ADDED_LATER = ("mixup",)
 
 
 def phase_identity(cfg: TrainConfig, info: dict, teacher_sha: dict[str, str], phase: str) -> str:
     """What a phase's checkpoints were trained from: the config (the float phase ignores the QAT
     settings), the data split and the teacher files. A run resumes only a phase of its identity."""
-    doc = {**asdict(cfg), "augment": cfg.aug(), "code_version": CODE_VERSION, "data": info,
-           "teacher_sha256": teacher_sha}
+    aug = {k: v for k, v in cfg.aug().items() if k not in AUG_IDENTITY_ADDED_LATER or v != AUG_ADDED_LATER[k]}
+    doc = {**asdict(cfg), "augment": aug, "code_version": CODE_VERSION, "data": info, "teacher_sha256": teacher_sha}
     if phase == "float":
         for key in QAT_ONLY_KEYS:
             doc.pop(key)
