@@ -112,22 +112,25 @@ class TrainConfig:
     def config_hash(self) -> str:
         doc = {k: v for k, v in asdict(self).items()}
         # keys added later stay out of the hash at their default, so older runs remain up to date
-        doc["augment"] = {k: v for k, v in self.aug().items() if AUG_ADDED_LATER.get(k, object()) != v}
+        doc["augment"] = without_defaults(self.aug(), AUG_ADDED_LATER)
         # QAT with Dropout kept is exactly what code version 1 did: such runs keep their version-1 hash
         doc["code_version"] = 1 if doc.pop("qat_dropout") else CODE_VERSION
         if not self.teachers:  # keep the hashes of runs made before distillation existed
             doc.pop("teachers")
             doc.pop("kd_alpha")
-        for key, default in CONFIG_ADDED_LATER.items():  # likewise for runs made before these existed
-            if doc[key] == default:
-                doc.pop(key)
-        return _short_hash(doc)
+        return _short_hash(without_defaults(doc, CONFIG_ADDED_LATER))  # likewise for runs made before these existed
 
 
 # Config keys added after models were shipped: left out of the hash at these defaults.
 CONFIG_ADDED_LATER = {"tenths_weight": 0.0, "patience_after": 0.0, "float_weights": "best", "synth": 0.0,
                       "digit_weight": 1.0, "synth_fonts": "matplotlib", "synth_tenths": "all", "ema": 0.0,
                       "repeat_folders": {}, "balance_folders": 0}
+
+
+def without_defaults(doc: dict, defaults: dict) -> dict:
+    """``doc`` less the keys that hold the value ``defaults`` gives them: settings added in a later
+    version stay out of hashes at their default, so what was hashed before keeps its hash."""
+    return {k: v for k, v in doc.items() if k not in defaults or defaults[k] != v}
 
 
 def _short_hash(doc: dict) -> str:
@@ -407,7 +410,7 @@ def save_aug_preview(splits: Splits, cfg: TrainConfig, path: Path, crops: int = 
                 label = f"{y[c]}" if cfg.classes == 10 else f"{y[c] / 10:.1f}"
                 ax.set_title(label + (" s" if c >= len(pick) else ""), fontsize=7)
     default = TrainConfig(cfg.model, cfg.classes, cfg.color).aug()
-    changed = {k: v for k, v in cfg.aug().items() if v != default[k]}
+    changed = {k: v for k, v in aug.items() if v != default[k]}
     fig.suptitle(f"{cfg.model} {cfg.classes}cls: stored (top), {draws} augmented draws below"
                  + (f"\n(unlike the defaults: {changed})" if changed else ""), fontsize=7)
     fig.tight_layout()
@@ -704,15 +707,15 @@ def train_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, start_epoch: i
     aug = cfg.aug()
 
     def make(i, step):
-        imgs = tf.cast(tf.gather(xs, i), tf.float32) / 255.0
-        imgs = augment(imgs, tf.stack([tf.cast(cfg.seed, tf.int64), step]), aug)
+        seed = tf.stack([tf.cast(cfg.seed, tf.int64), step])
+        imgs = augment(tf.cast(tf.gather(xs, i), tf.float32) / 255.0, seed, aug)
         target = soft_labels(tf.gather(ys, i), cfg.classes, cfg.label_smoothing)
         if ts is not None:
             target = (1.0 - cfg.kd_alpha) * target + cfg.kd_alpha * tf.gather(ts, i)
         if t100 is not None:
             target = tf.concat([target, soft_labels(tf.gather(t100, i), 100, cfg.label_smoothing)], axis=-1)
         if aug["mixup"] > 0:
-            imgs, target = mixup(imgs, target, aug["mixup"], tf.stack([tf.cast(cfg.seed, tf.int64), step]))
+            imgs, target = mixup(imgs, target, aug["mixup"], seed)
         return imgs, target
 
     steps_t = np.arange(step0, step0 + len(idx), dtype=np.int64)
@@ -998,15 +1001,13 @@ AUG_IDENTITY_ADDED_LATER = ("mixup",)
 def phase_identity(cfg: TrainConfig, info: dict, teacher_sha: dict[str, str], phase: str) -> str:
     """What a phase's checkpoints were trained from: the config (the float phase ignores the QAT
     settings), the data split and the teacher files. A run resumes only a phase of its identity."""
-    aug = {k: v for k, v in cfg.aug().items() if k not in AUG_IDENTITY_ADDED_LATER or v != AUG_ADDED_LATER[k]}
+    aug = without_defaults(cfg.aug(), {k: AUG_ADDED_LATER[k] for k in AUG_IDENTITY_ADDED_LATER})
     doc = {**asdict(cfg), "augment": aug, "code_version": CODE_VERSION, "data": info, "teacher_sha256": teacher_sha}
     if phase == "float":
         for key in QAT_ONLY_KEYS:
             doc.pop(key)
-    for key in IDENTITY_ADDED_LATER:  # runs from before these settings existed keep their identity
-        if doc[key] == CONFIG_ADDED_LATER[key]:
-            doc.pop(key)
-    return _short_hash(doc)
+    # runs from before these settings existed keep their identity
+    return _short_hash(without_defaults(doc, {k: CONFIG_ADDED_LATER[k] for k in IDENTITY_ADDED_LATER}))
 
 
 def claim_phase_dir(phase_dir: Path, identity: str) -> dict:
