@@ -429,9 +429,11 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
                                                    "accuracy_tol": None, "accuracy_digit": 0.72}]}],
                            tmp_path / "meters.csv")  # fmt: skip
     put(tmp_path / "zoo", "10cls_GRAY/v4", b"tflite", {"classes": 10, "color": "GRAY", "params": 40_000,
-                                                          "training": {"augment": {"invert_p": 0.3}}})
+                                                          "training": {"augment": {"invert_p": 0.3},
+                                                                       "weight_decay": 1e-4}})
     put(tmp_path / "zoo", "10cls_GRAY/dr", b"tflite", {"classes": 10, "color": "GRAY", "params": 50_000,
-                                                          "training": {"augment": {"aspect": 0.1},
+                                                          "training": {"augment": {"aspect": 0.1, "mixup": 0.2},
+                                                                       "weight_decay": 0.05,
                                                                        "synth": {"fraction": 0.5, "fonts": ["a"] * 22}}})
     put(tmp_path / "zoo", "10cls_GRAY/v3", b"tflite", {"classes": 10, "color": "GRAY", "params": 30_000})
     put(tmp_path / "zoo", "10cls_GRAY/v6", b"tflite", {"classes": 10, "color": "GRAY", "params": 20_000,
@@ -457,7 +459,7 @@ def test_readme_tables_rewrite_only_between_markers(tmp_path):
     models_part = text.split("<!-- models:begin -->")[1]
     assert "| 10cls_GRAY/v4 | - | 10 | GRAY | 40,000 |" in models_part
     assert [line.split(" | ")[-2] for line in models_part.splitlines() if line.startswith("| 10cls")] == \
-        ["yes + 22 fonts", "no", "yes", "12 fonts only"]
+        ["yes + 22 fonts + mixup, decay", "no", "yes", "12 fonts only"]
     assert (tmp_path / "docs" / "img" / "acc.png").read_bytes() == b"png"
     conf_part = text.split("<!-- confidence:begin -->")[1].split("<!-- confidence:end -->")[0]
     assert "| 10cls_GRAY/v4 | 48.8 | 99.5 % | 0.684 (47) | 94.4 % | 99.6 % | 97.0 % |" in conf_part

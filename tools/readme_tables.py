@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from digitrec import bench
-from digitrec.train import NEW_METER_AUG
+from digitrec.train import NEW_METER_AUG, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PLOT_DEST = REPO / "docs" / "img" / "accuracy_vs_size.png"
@@ -127,20 +127,25 @@ def models_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
             "([docs/experiments.md](docs/experiments.md#many-held-out-meters---split-mode-meter)); *+ N fonts*: also "
             "synthetic digits in N other fonts (12, or 22 with `--synth-fonts more`), *fonts only*: those without "
             "the augmentation (`train --synth`, "
-            "[docs/experiments.md](docs/experiments.md#synthetic-font-digits---synth)).")
+            "[docs/experiments.md](docs/experiments.md#synthetic-font-digits---synth)); *mixup, decay*: also "
+            "mixup and real weight decay (`--aug mixup=0.2 --weight-decay 0.05`, with `aspect=0.3`, "
+            "[docs/experiments.md](docs/experiments.md#three-small-levers-together-session-63)).")
     return "\n".join([NOTE, note, "", bench.md_table(head, body)])
 
 
 def _meter_aug(card: dict[str, Any]) -> str:
     """'yes' when the card's augmentation turns on any key of train.NEW_METER_AUG; '+ N fonts'
-    when it also trained on synthetic digits in N fonts (train --synth), '(N) fonts only' without the first."""
+    when it also trained on synthetic digits in N fonts (train --synth), '(N) fonts only' without the first;
+    '+ mixup, decay' when it also blended crops (aug mixup) or decayed its weights above the default."""
     training = card.get("training") or {}
     aug = training.get("augment") or {}
     out = "yes" if any(aug.get(k) for k in NEW_METER_AUG["augment"]) else "no"
     if training.get("synth"):
         fonts = len(training["synth"].get("fonts") or [])
-        return f"yes + {fonts} fonts" if out == "yes" else f"{fonts} fonts only"
-    return out
+        out = f"yes + {fonts} fonts" if out == "yes" else f"{fonts} fonts only"
+    extras = [name for name, on in (("mixup", aug.get("mixup")),
+                                    ("decay", (training.get("weight_decay") or 0) > TrainConfig.weight_decay)) if on]
+    return " + ".join([out, ", ".join(extras)]) if extras else out
 
 
 def data_block(s: dict[str, Any]) -> str:
