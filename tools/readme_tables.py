@@ -128,7 +128,7 @@ def models_block(cards: list[tuple[str, dict[str, Any]]]) -> str:
             "synthetic digits in N other fonts (12, or 22 with `--synth-fonts more`), *fonts only*: those without "
             "the augmentation (`train --synth`, "
             "[docs/experiments.md](docs/experiments.md#synthetic-font-digits---synth)); *mixup, decay*: also "
-            "mixup and real weight decay (`--aug mixup=0.2 --weight-decay 0.05`, with `aspect=0.3`, "
+            "mixup (`--aug mixup`) and weight decay above the default (`--weight-decay`), "
             "[docs/experiments.md](docs/experiments.md#three-small-levers-together-session-63)).")
     return "\n".join([NOTE, note, "", bench.md_table(head, body)])
 
@@ -143,9 +143,10 @@ def _meter_aug(card: dict[str, Any]) -> str:
     if training.get("synth"):
         fonts = len(training["synth"].get("fonts") or [])
         out = f"yes + {fonts} fonts" if out == "yes" else f"{fonts} fonts only"
-    extras = [name for name, on in (("mixup", aug.get("mixup")),
-                                    ("decay", (training.get("weight_decay") or 0) > TrainConfig.weight_decay)) if on]
-    return " + ".join([out, ", ".join(extras)]) if extras else out
+    extras = ["mixup"] if aug.get("mixup") else []
+    if (training.get("weight_decay") or 0) > TrainConfig.weight_decay:
+        extras.append("decay")
+    return f"{out} + {', '.join(extras)}" if extras else out
 
 
 def data_block(s: dict[str, Any]) -> str:
